@@ -1,0 +1,25 @@
+"""DiffIR as plain ``nn.Module``s: no Lightning, no I/O."""
+
+from .blocks import DGFN, DMTA, LayerNorm, TransformerBlock
+from .cpen import CPEN
+from .diffir import DiffIRS1, DiffIRS2
+from .diffusion import Denoiser, IPRDiffusion
+from .dirformer import DIRformer
+from .factory import TASKS, TaskLayout, build_model, task_layout
+
+__all__ = [
+    "CPEN",
+    "DGFN",
+    "DMTA",
+    "TASKS",
+    "DIRformer",
+    "Denoiser",
+    "DiffIRS1",
+    "DiffIRS2",
+    "IPRDiffusion",
+    "LayerNorm",
+    "TaskLayout",
+    "TransformerBlock",
+    "build_model",
+    "task_layout",
+]

@@ -1,0 +1,90 @@
+"""DiffIR wrappers with the official part names: ``DiffIRS1(G, E)`` and ``DiffIRS2(G, condition, denoise)``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .cpen import CPEN
+from .diffusion import Denoiser, IPRDiffusion
+from .dirformer import DIRformer
+
+
+def _size_multiple(G: DIRformer, *cpens: CPEN) -> int:  # noqa: N803
+    multiple = G.size_multiple
+    for cpen in cpens:
+        multiple = max(multiple, cpen.lq_unshuffle)
+    return multiple
+
+
+class DiffIRS1(nn.Module):
+    """Stage 1: ``z = CPEN_S1(LQ, GT)``, ``out = DIRformer(LQ, z)``. An oracle: it always needs the GT."""
+
+    def __init__(self, G: DIRformer, E: CPEN) -> None:  # noqa: N803
+        super().__init__()
+        if not E.is_stage1:
+            raise ValueError("DiffIRS1 needs a stage-1 CPEN (one that also sees the GT: gt_unshuffle set)")
+        self.G = G
+        self.E = E
+
+    @property
+    def size_multiple(self) -> int:
+        return _size_multiple(self.G, self.E)
+
+    def forward(self, lq: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(restored, z)``."""
+        z = self.E(lq, gt)
+        return self.G(lq, z), z
+
+
+class DiffIRS2(nn.Module):
+    """Stage 2: ``c = CPEN_S2(LQ)``; ẑ by T reverse diffusion steps conditioned on c; ``out = G(LQ, ẑ)``.
+
+    With ``denoise=None`` (the paper's "no diffusion" ablation) CPEN_S2 regresses the prior directly.
+    """
+
+    def __init__(
+        self,
+        G: DIRformer,  # noqa: N803
+        condition: CPEN,
+        denoise: Denoiser | None = None,
+        diffusion: IPRDiffusion | None = None,
+    ) -> None:
+        super().__init__()
+        if condition.is_stage1:
+            raise ValueError("DiffIRS2's condition network must be the LQ-only CPEN (gt_unshuffle=None)")
+        if (denoise is None) != (diffusion is None):
+            raise ValueError("pass both denoise and diffusion, or neither (direct regression of the prior)")
+        self.G = G
+        self.condition = condition
+        self.denoise = denoise
+        self.diffusion = diffusion
+
+    @property
+    def size_multiple(self) -> int:
+        return _size_multiple(self.G, self.condition)
+
+    def estimate_prior(
+        self,
+        lq: torch.Tensor,
+        z_teacher: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """The prior chain for ``lq``; its last element is ẑ.
+
+        With ``z_teacher`` this is the training chain (from ``z_teacher`` diffused to step T-1 with ``noise``);
+        without, the sampling chain from ``noise`` (a standard Gaussian when None).
+        """
+        c = self.condition(lq)
+        if self.diffusion is None:
+            return [c]
+        if z_teacher is not None:
+            return self.diffusion.training_chain(self.denoise, c, z_teacher, noise)
+        return self.diffusion.sample(self.denoise, c, noise)
+
+    def forward(
+        self, lq: torch.Tensor, z_teacher: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return ``(restored, prior chain)``; see :meth:`estimate_prior`."""
+        chain = self.estimate_prior(lq, z_teacher, noise)
+        return self.G(lq, chain[-1]), chain

@@ -1,0 +1,134 @@
+"""DIRformer: the U-shaped, IPR-modulated transformer that restores the image (paper §3.1, Fig. 2).
+
+One class serves every task; the task-specific head is chosen by arguments:
+
+- super-resolution (``upscale`` = 4, 2 or 1): the LQ is pixel-unshuffled by ``4 / upscale`` first, the head
+  is the EDSR ×4 upsampler + conv3×3 (``tail``), plus the nearest-upsampled LQ as a global residual;
+- deblurring (``upscale=None``): conv3×3 head (``output``) plus the input as residual;
+- inpainting (``upscale=None``, 4 input channels, ``global_residual=False``, no refinement blocks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import IPR_DIM, Downsample, TransformerStage, Upsample
+
+SR_SCALES = (1, 2, 4)
+
+
+class OverlapPatchEmbed(nn.Module):
+    """conv3×3 from the input channels to ``dim`` features."""
+
+    def __init__(self, in_channels: int, dim: int, bias: bool = False) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=3, padding=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Upsampler(nn.Sequential):
+    """EDSR's ×4 upsampler: two (conv3×3 to 4n channels, PixelShuffle(2)) steps, convs with bias."""
+
+    def __init__(self, n_feat: int) -> None:
+        layers: list[nn.Module] = []
+        for _ in range(2):
+            layers += [nn.Conv2d(n_feat, 4 * n_feat, kernel_size=3, padding=1), nn.PixelShuffle(2)]
+        super().__init__(*layers)
+
+
+class DIRformer(nn.Module):
+    """Dynamic IR transformer ``G(LQ, z)``.
+
+    Levels run at ``dim·(1, 2, 4, 8)`` channels with ``heads`` heads and ``num_blocks`` blocks; the decoder
+    reuses the encoder's block counts; decoder level 1 and refinement run at ``2·dim`` with ``heads[0]``.
+    """
+
+    def __init__(
+        self,
+        inp_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        LayerNorm_type: str = "WithBias",  # noqa: N803 - official option name
+        upscale: int | None = None,
+        global_residual: bool = True,
+        ipr_dim: int = IPR_DIM,
+    ) -> None:
+        super().__init__()
+        if upscale is not None and upscale not in SR_SCALES:
+            raise ValueError(
+                f"upscale must be one of {SR_SCALES} (or None for same-size tasks), got {upscale}"
+            )
+        if upscale is None and global_residual and inp_channels != out_channels:
+            raise ValueError(
+                f"global_residual adds the input to the output, so inp_channels ({inp_channels}) must equal "
+                f"out_channels ({out_channels}); set global_residual=False (as inpainting does)"
+            )
+        self.upscale = upscale
+        self.global_residual = global_residual
+        self.lq_unshuffle = 1 if upscale is None else 4 // upscale
+        self.unshuffle = nn.PixelUnshuffle(self.lq_unshuffle) if self.lq_unshuffle > 1 else nn.Identity()
+
+        def stage(level_dim: int, n_heads: int, n_blocks: int) -> TransformerStage:
+            return TransformerStage(
+                n_blocks,
+                dim=level_dim,
+                num_heads=n_heads,
+                ffn_expansion_factor=ffn_expansion_factor,
+                bias=bias,
+                layer_norm_type=LayerNorm_type,
+                ipr_dim=ipr_dim,
+            )
+
+        d1, d2, d3, d4 = dim, dim * 2, dim * 4, dim * 8
+        self.patch_embed = OverlapPatchEmbed(inp_channels * self.lq_unshuffle**2, dim)
+        self.encoder_level1 = stage(d1, heads[0], num_blocks[0])
+        self.down1_2 = Downsample(d1)
+        self.encoder_level2 = stage(d2, heads[1], num_blocks[1])
+        self.down2_3 = Downsample(d2)
+        self.encoder_level3 = stage(d3, heads[2], num_blocks[2])
+        self.down3_4 = Downsample(d3)
+        self.latent = stage(d4, heads[3], num_blocks[3])
+        self.up4_3 = Upsample(d4)
+        self.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
+        self.decoder_level3 = stage(d3, heads[2], num_blocks[2])
+        self.up3_2 = Upsample(d3)
+        self.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
+        self.decoder_level2 = stage(d2, heads[1], num_blocks[1])
+        self.up2_1 = Upsample(d2)
+        self.decoder_level1 = stage(d2, heads[0], num_blocks[0])
+        self.refinement = stage(d2, heads[0], num_refinement_blocks)
+        if upscale is None:
+            self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
+        else:
+            self.tail = nn.Sequential(Upsampler(d2), nn.Conv2d(d2, out_channels, kernel_size=3, padding=1))
+
+    @property
+    def size_multiple(self) -> int:
+        """The LQ height and width must be multiples of this (three 2× downsamplings after the unshuffle)."""
+        return 8 * self.lq_unshuffle
+
+    def forward(self, lq: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Restore ``lq`` (B, C, H, W) under the prior ``z`` (B, ipr_dim)."""
+        enc1 = self.encoder_level1(self.patch_embed(self.unshuffle(lq)), z)
+        enc2 = self.encoder_level2(self.down1_2(enc1), z)
+        enc3 = self.encoder_level3(self.down2_3(enc2), z)
+        latent = self.latent(self.down3_4(enc3), z)
+        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)), z)
+        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)), z)
+        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1), z)
+        features = self.refinement(dec1, z)
+        if self.upscale is not None:
+            return self.tail(features) + F.interpolate(lq, scale_factor=self.upscale, mode="nearest")
+        out = self.output(features)
+        return out + lq if self.global_residual else out

@@ -1,0 +1,107 @@
+"""Build DiffIR models for a task from the official constructor arguments (BasicSR option names)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .cpen import CPEN
+from .diffir import DiffIRS1, DiffIRS2
+from .diffusion import Denoiser, IPRDiffusion
+from .dirformer import SR_SCALES, DIRformer
+
+TASKS = ("sr", "deblur", "inpainting")
+
+
+@dataclass(frozen=True)
+class TaskLayout:
+    """What differs between tasks: input channels, head, residual and the CPEN's LQ unshuffle."""
+
+    inp_channels: int
+    upscale: int | None
+    global_residual: bool
+    cpen_lq_unshuffle: int
+    refinement: bool = True
+
+
+def task_layout(task: str, scale: int = 1) -> TaskLayout:
+    """The per-task layout of diffir-reference.md §1.2-1.3 (SR ×4/×2/×1, deblurring, inpainting)."""
+    if task == "sr":
+        if scale not in SR_SCALES:
+            raise ValueError(f"SR scale must be one of {SR_SCALES}, got {scale}")
+        return TaskLayout(3, scale, True, 4 // scale)
+    if task == "deblur":
+        return TaskLayout(3, None, True, 4)
+    if task == "inpainting":
+        # masked RGB + mask in; no refinement stage and no residual (the official inpainting arch)
+        return TaskLayout(4, None, False, 4, refinement=False)
+    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
+def build_model(
+    task: str,
+    stage: int,
+    scale: int = 1,
+    *,
+    dim: int = 48,
+    num_blocks: Sequence[int] = (4, 6, 6, 8),
+    num_refinement_blocks: int = 4,
+    heads: Sequence[int] = (1, 2, 4, 8),
+    ffn_expansion_factor: float = 2.66,
+    bias: bool = False,
+    LayerNorm_type: str = "WithBias",  # noqa: N803 - official option name
+    n_encoder_res: int = 6,
+    n_feats: int = 64,
+    diffusion: bool = True,
+    n_denoise_res: int = 1,
+    timesteps: int = 4,
+    linear_start: float = 0.1,
+    linear_end: float = 0.99,
+    parameterization: str = "x0",
+    reverse_noise: bool = False,
+    inp_channels: int | None = None,
+    out_channels: int = 3,
+) -> DiffIRS1 | DiffIRS2:
+    """DiffIRS1 (``stage=1``) or DiffIRS2 (``stage=2``) for ``task``.
+
+    ``diffusion=False`` builds the paper's no-diffusion ablation (CPEN_S2 regresses the prior directly).
+    ``inp_channels`` is accepted for compatibility with official option files and must match the task.
+    """
+    layout = task_layout(task, scale)
+    if inp_channels is not None and inp_channels != layout.inp_channels:
+        raise ValueError(
+            f"task {task!r} takes {layout.inp_channels} input channels, not inp_channels={inp_channels}"
+        )
+    G = DIRformer(  # noqa: N806
+        inp_channels=layout.inp_channels,
+        out_channels=out_channels,
+        dim=dim,
+        num_blocks=num_blocks,
+        num_refinement_blocks=num_refinement_blocks if layout.refinement else 0,
+        heads=heads,
+        ffn_expansion_factor=ffn_expansion_factor,
+        bias=bias,
+        LayerNorm_type=LayerNorm_type,
+        upscale=layout.upscale,
+        global_residual=layout.global_residual,
+        ipr_dim=4 * n_feats,
+    )
+    cpen_kwargs = dict(
+        lq_channels=layout.inp_channels,
+        lq_unshuffle=layout.cpen_lq_unshuffle,
+        n_feats=n_feats,
+        n_encoder_res=n_encoder_res,
+    )
+    if stage == 1:
+        return DiffIRS1(G, CPEN(gt_unshuffle=4, **cpen_kwargs))
+    if stage == 2:
+        condition = CPEN(gt_unshuffle=None, **cpen_kwargs)
+        if not diffusion:
+            return DiffIRS2(G, condition)
+        return DiffIRS2(
+            G,
+            condition,
+            Denoiser(4 * n_feats, n_denoise_res, timesteps),
+            IPRDiffusion(timesteps, linear_start, linear_end, parameterization, reverse_noise),
+        )
+    raise ValueError(f"stage must be 1 or 2, got {stage}")

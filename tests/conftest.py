@@ -1,0 +1,39 @@
+"""Shared test fixtures: where ../shared lives, and the rule for tests that need it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DIFFIR_SHARED", REPO.parent / "shared"))
+
+os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def shared_path(env_var: str, default: Path, what: str) -> Path:
+    """A directory from ``../shared`` (or ``$env_var``): skipped with a reason for users who cloned only the
+    project, but a failure in CI (``CI=true``), where ../shared is always present."""
+    path = Path(os.environ.get(env_var, default))
+    if not path.exists():
+        reason = f"{what} not found at {path} (set {env_var} to its location)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI must have ../shared beside the checkout")
+        pytest.skip(reason)
+    return path
+
+
+def official_refs_dir() -> Path:
+    return Path(os.environ.get("DIFFIR_OFFICIAL_REFS", SHARED / "reference" / "official_diffir"))
+
+
+@pytest.fixture
+def official_refs() -> Path:
+    return shared_path("DIFFIR_OFFICIAL_REFS", official_refs_dir(), "official DiffIR parity vectors")
+
+
+@pytest.fixture
+def benchmarks_dir() -> Path:
+    return shared_path("DIFFIR_BENCHMARKS", SHARED / "benchmarks", "the Set5/Set14 benchmark images")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from .models import DiffIRS1, DiffIRS2, build_model
@@ -53,3 +54,19 @@ def build_from_config(config: dict[str, Any]) -> DiffIRS1 | DiffIRS2:
     """Rebuild a model from :func:`model_config`'s output."""
     config = dict(config)
     return build_model(config.pop("task"), config.pop("stage"), config.pop("scale"), **config)
+
+
+def _stage_section(stage: int, *, _root_: DictConfig) -> DictConfig:
+    if f"stage{stage}" not in _root_:
+        raise ValueError(f"stage must be 1 or 2, got stage={stage}")
+    return _root_[f"stage{stage}"]
+
+
+if not OmegaConf.has_resolver("stage_section"):
+    OmegaConf.register_new_resolver("stage_section", _stage_section)
+
+
+def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """Compose a project config outside ``@hydra.main`` (the demo, tests, notebooks)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)

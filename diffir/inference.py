@@ -1,11 +1,23 @@
-"""Restoring images of any size: reflect-pad to the model's multiple and crop back (as the official tests do)."""
+"""Restoring images of any size: reflect-pad to the model's multiple and crop back (as the official tests do),
+or restore overlapping tiles under one whole-image prior when the image does not fit in memory.
+
+DiffIR's prior (the IPR) is one global vector per image (CPEN ends in a global average pool), so restoring
+tiles independently would give every tile its own prior and visibly different restorations. Tiled
+inference therefore estimates ẑ once on the whole LQ (optionally on a downscaled copy) and runs only the
+DIRformer ``G(tile, ẑ)`` per tile.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from .models import DiffIRS1, DiffIRS2
+
+PriorMode = Literal["global", "per_tile"]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -20,6 +32,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
         mode = "reflect" if min(x.shape[-2:]) > 1 else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     return x, (h, w)
+
+
+def seeded_noise(model: DiffIRS1 | DiffIRS2, batch_size: int, seed: int) -> torch.Tensor | None:
+    """The start vector of the reverse diffusion drawn from ``seed``, so a run can be reproduced (None when
+    the model samples nothing: stage 1, or stage 2 without diffusion)."""
+    if not isinstance(model, DiffIRS2) or model.diffusion is None:
+        return None
+    return torch.randn(batch_size, model.G.ipr_dim, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -46,3 +66,120 @@ def restore(
     else:
         out, _ = model(lq_padded, noise=noise)
     return out[..., : h * scale, : w * scale]
+
+
+def start_noise(
+    model: DiffIRS1 | DiffIRS2, batch: int, seed: int, device: torch.device | str | None = None
+) -> torch.Tensor | None:
+    """The Gaussian start vector of the reverse diffusion drawn from ``seed``, so a stage-2 restoration is
+    reproducible; None for models without a diffusion (stage 1, the no-diffusion ablation)."""
+    if not isinstance(model, DiffIRS2) or model.diffusion is None:
+        return None
+    ipr_dim = model.condition.mlp[-2].out_features
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, ipr_dim, generator=generator).to(device)
+
+
+@torch.no_grad()
+def estimate_prior(
+    model: DiffIRS2, lq: torch.Tensor, noise: torch.Tensor | None = None, max_side: int | None = None
+) -> torch.Tensor:
+    """ẑ of a whole LQ image, padded as :func:`restore` pads it.
+
+    With ``max_side`` a larger image is first area-downscaled so its longer side is ``max_side``: the CPEN
+    then costs O(max_side²) memory instead of O(H·W), at the price of a prior seen at another resolution.
+    """
+    h, w = lq.shape[-2:]
+    if max_side is not None and max(h, w) > max_side:
+        factor = max_side / max(h, w)
+        lq = F.interpolate(lq, size=(max(1, round(h * factor)), max(1, round(w * factor))), mode="area")
+    padded, _ = pad_to_multiple(lq, model.size_multiple)
+    return model.estimate_prior(padded, noise=noise)[-1]
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``length`` with at least ``overlap`` in common;
+    the last tile is aligned to the end (so it may overlap its neighbour more)."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return [*starts, length - tile]
+
+
+def _axis_weights(
+    starts: list[int], length: int, tile: int, ramp: int, scale: int, like: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per-tile 1-D blending weights along one axis (in output pixels) and their sum over the tiles.
+
+    Each weight is 1 inside the tile and rises / falls along a raised-cosine ramp of ``ramp`` pixels on
+    the sides shared with a neighbour (strictly positive, so every pixel has weight); image borders keep 1.
+    """
+    size = min(tile, length) * scale
+    n = min(ramp, size)
+    positions = torch.arange(n, dtype=like.dtype, device=like.device) + 0.5
+    edge = torch.sin(0.5 * math.pi * positions / max(n, 1)) ** 2
+    weights, total = [], like.new_zeros(length * scale)
+    for start in starts:
+        weight = like.new_ones(size)
+        if n and start > 0:
+            weight[:n] = edge
+        if n and start + tile < length:
+            weight[-n:] = torch.minimum(weight[-n:], edge.flip(0))
+        total[start * scale : start * scale + size] += weight
+        weights.append(weight)
+    return weights, total
+
+
+@torch.no_grad()
+def restore_tiled(
+    model: DiffIRS2,
+    lq: torch.Tensor,
+    tile: int,
+    tile_overlap: int,
+    scale: int = 1,
+    noise: torch.Tensor | None = None,
+    prior: PriorMode = "global",
+    prior_max_side: int | None = None,
+) -> torch.Tensor:
+    """Restore ``lq`` (B, C, H, W) tile by tile; the output is exactly (H·scale, W·scale).
+
+    Tiles of ``tile`` LQ pixels overlap by ``tile_overlap``; each is padded to ``model.size_multiple`` like
+    :func:`restore`, restored by ``model.G`` and blended into the output with a separable raised-cosine
+    window, one tile at a time, so the DIRformer's memory is that of one tile whatever the image size.
+    ``prior="global"`` estimates ẑ once for the whole image (see :func:`estimate_prior` and
+    ``prior_max_side``) and shares it across tiles; ``"per_tile"`` estimates one per tile (cheaper for
+    the CPEN, but the restoration then changes from tile to tile). ``noise`` is the diffusion start vector.
+    """
+    if isinstance(model, DiffIRS1):
+        raise ValueError(
+            "tiled inference needs a stage-2 model: a stage-1 model extracts its prior from the ground truth "
+            "(it is the oracle teacher of stage 2), so use restore(model, lq, gt=...) on whole images instead"
+        )
+    if not isinstance(model, DiffIRS2):
+        raise TypeError(f"expected a DiffIRS2 model, got {type(model).__name__}")
+    if tile <= 0 or not 0 <= tile_overlap < tile:
+        raise ValueError(
+            f"need tile > 0 and 0 <= tile_overlap < tile, got tile={tile}, tile_overlap={tile_overlap}"
+        )
+    if prior not in ("global", "per_tile"):
+        raise ValueError(f"prior must be 'global' or 'per_tile', got {prior!r}")
+
+    h, w = lq.shape[-2:]
+    z = estimate_prior(model, lq, noise, prior_max_side) if prior == "global" else None
+    ys, xs = tile_starts(h, tile, tile_overlap), tile_starts(w, tile, tile_overlap)
+    wy, norm_y = _axis_weights(ys, h, tile, tile_overlap * scale, scale, lq)
+    wx, norm_x = _axis_weights(xs, w, tile, tile_overlap * scale, scale, lq)
+    # The tiles form a full grid and every window is an outer product, so their sum is one too.
+
+    out: torch.Tensor | None = None
+    for y, weight_y in zip(ys, wy, strict=True):
+        for x, weight_x in zip(xs, wx, strict=True):
+            patch = lq[..., y : y + tile, x : x + tile]
+            padded, (th, tw) = pad_to_multiple(patch, model.size_multiple)
+            z_tile = z if z is not None else model.estimate_prior(padded, noise=noise)[-1]
+            restored = model.G(padded, z_tile)[..., : th * scale, : tw * scale]
+            if out is None:
+                out = lq.new_zeros(lq.shape[0], restored.shape[1], h * scale, w * scale)
+            weight = weight_y[:, None] * weight_x[None, :]
+            out[..., y * scale : (y + th) * scale, x * scale : (x + tw) * scale] += restored * weight
+    return out.div_(norm_y[:, None] * norm_x[None, :])

@@ -12,10 +12,9 @@ import sys
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import CONF_DIR, build_from_config, model_config
+from .config import build_from_config, compose_config, model_config
 from .models import DiffIRS1, DiffIRS2
 
 COMPONENT_NAMES = {
@@ -74,8 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if item.startswith("input_size="):
             gt_size = int(item.split("=", 1)[1])
             overrides.remove(item)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_config(overrides)
     config = model_config(cfg.task_name, cfg.stage, cfg.scale, cfg.model, cfg.diffusion)
     model = build_from_config(config).eval()
     inputs = example_inputs(model, cfg.task_name, cfg.scale, gt_size)

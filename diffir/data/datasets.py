@@ -1,0 +1,400 @@
+"""Datasets of clean images, degraded on the fly into aligned (LQ, GT) pairs.
+
+Every item is a dict of CHW float32 tensors in [0, 1]: ``gt`` (3 x H x W), ``lq`` (the network input:
+3 x H/s x W/s for SR, 3 x H x W for deblurring, 4 x H x W for inpainting), ``mask`` (1 x H x W, inpainting
+only) and ``name`` (the path relative to the dataset root without extension; the file stem for flat folders).
+
+Training items (``patch_size`` set) are random crops with optional flips/rot90, degraded with worker-safe
+randomness, or with randomness drawn from the ``sample_seed`` of an ``(index, sample_seed)`` key (from
+``StepBatchSampler``). Validation items (``patch_size=None``) are the whole image mod-cropped to ``scale`` (or
+a centre crop) and are degraded with an rng seeded by the image name, so the LQ (blur kernel, mask) is
+identical every epoch and run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import skimage
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from diffir.data.degradations import Degradation
+from diffir.data.imresize import mod_crop
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+
+# scikit-image's bundled colour photos (no download needed), by skimage.data function name.
+SKIMAGE_PHOTOS = {
+    "astronaut": "astronaut.png",  # 512 x 512
+    "chelsea": "chelsea.png",  # 300 x 451
+    "coffee": "coffee.png",  # 400 x 600
+    "hubble_deep_field": "hubble_deep_field.jpg",  # 872 x 1000
+    "immunohistochemistry": "ihc.png",  # 512 x 512
+    "motorcycle_left": "motorcycle_left.png",  # 500 x 741 (stereo pair: keep both views in one split)
+    "motorcycle_right": "motorcycle_right.png",  # 500 x 741
+    "retina": "retina.jpg",  # 1411 x 1411
+    "rocket": "rocket.jpg",  # 427 x 640
+}
+SKIMAGE_SPLITS = {
+    "train": (
+        "astronaut",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "motorcycle_left",
+        "motorcycle_right",
+        "retina",
+        "rocket",
+    ),
+    "val": ("chelsea", "coffee"),
+}
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image file: where it is, the name it is reported under, and its (height, width) from the header."""
+
+    path: Path
+    name: str
+    size: tuple[int, int]
+
+
+def read_header(path: str | Path, verify: bool = False) -> tuple[int, int]:
+    """(height, width) from the file header without decoding; ``verify`` also runs PIL's integrity check."""
+    with Image.open(path) as img:
+        width, height = img.size
+        if verify:
+            img.verify()
+    return height, width
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """Decode to an RGB ``H x W x 3`` array in the file's own precision (uint8, uint16 or float32)."""
+    with Image.open(path) as img:
+        rawmode = img.tile[0][3] if img.tile else ""  # decoder args: "RGB;16B" or ("RGB;16N", ...)
+        if img.mode in ("RGB", "RGBA") and ";16" in str(rawmode):
+            # 16-bit colour PNG/TIFF: PIL would truncate to 8 bits, OpenCV keeps 16 (as BGR[A]).
+            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if arr is None:
+                raise OSError(f"OpenCV could not decode the 16-bit image {path}")
+            return np.ascontiguousarray(arr[..., 2::-1])
+        if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit greyscale
+            arr = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+        elif img.mode == "F":
+            arr = np.clip(np.asarray(img, np.float32), 0, 1)
+        else:  # 1, L, LA, P, PA, RGBA, CMYK, YCbCr, ...: 8-bit RGB, alpha dropped (as PIL and cv2.imread do)
+            if img.mode in ("P", "PA"):
+                img = img.convert("RGBA")  # palette transparency must go through RGBA
+            arr = np.asarray(img.convert("RGB"))
+    return np.repeat(arr[..., None], 3, axis=-1) if arr.ndim == 2 else arr
+
+
+def _to_float(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0
+    return img.astype(np.float32)
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Load any supported image as RGB float32 ``H x W x 3`` in [0, 1].
+
+    Greyscale is replicated to 3 channels, palettes are expanded, alpha is dropped and 16-bit files keep
+    their precision.
+    """
+    return _to_float(_read_rgb(Path(path)))
+
+
+def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad the bottom/right so both sides are at least ``size`` (BasicSR's choice for small GT)."""
+    ph, pw = max(0, size - img.shape[0]), max(0, size - img.shape[1])
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else img
+
+
+def _dihedral(img: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 flips/rotations (k in 0..7): BasicSR's hflip + vflip + rot90 augmentation."""
+    img = np.rot90(img, k % 4)
+    return img[:, ::-1] if k >= 4 else img
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
+
+
+class RestorationDataset(Dataset):
+    """Clean images from a list of sources, cropped, augmented and degraded into (LQ, GT) pairs.
+
+    Args:
+        sources: the images.
+        degradation: makes ``lq`` (and ``mask``) from a GT crop; its ``scale`` must equal ``scale``.
+        patch_size: training crop side in GT pixels (a multiple of ``scale * size_multiple``); ``None`` for
+            validation: the whole image, mod-cropped to ``scale * size_multiple``, or ``center_crop``.
+        scale: GT / LQ size ratio (the SR factor; 1 otherwise).
+        augment: random flips and 90-degree rotations.
+        repeat: times each image appears per epoch (BasicSR's ``dataset_enlarge_ratio``).
+        size_multiple: extra size constraint on the LQ (1: only mod-crop to ``scale``; the model pads).
+        center_crop: validation only: centre crop of this side (GT pixels), for fast validation.
+        small_images: images smaller than the crop are reflect-padded (``"pad"``) or rejected at construction
+            (``"error"``).
+        deterministic: seed each item's degradation by its name (default: when ``patch_size`` is None), so
+            validation LQ is identical every epoch and run. Otherwise each item seeds its generator from
+            torch's random generator, which torch seeds differently in every data-loader worker and epoch.
+        seed: base seed of the deterministic mode.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[ImageSource],
+        degradation: Degradation,
+        patch_size: int | None = None,
+        scale: int = 1,
+        augment: bool = False,
+        repeat: int = 1,
+        size_multiple: int = 1,
+        center_crop: int | None = None,
+        small_images: Literal["pad", "error"] = "pad",
+        deterministic: bool | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not sources:
+            raise ValueError("a dataset needs at least one image")
+        deg_scale = getattr(degradation, "scale", 1)
+        if deg_scale != scale:
+            raise ValueError(
+                f"dataset scale={scale} but the degradation has scale={deg_scale}; set both alike"
+            )
+        multiple = scale * size_multiple
+        for key, value in (("patch_size", patch_size), ("center_crop", center_crop)):
+            if value is not None and (value <= 0 or value % multiple):
+                raise ValueError(
+                    f"{key}={value} must be a positive multiple of scale*size_multiple={multiple}"
+                )
+        if patch_size is not None and center_crop is not None:
+            raise ValueError("center_crop is for validation; it cannot be combined with patch_size")
+        if small_images not in ("pad", "error"):
+            raise ValueError(f"small_images must be 'pad' or 'error', got {small_images!r}")
+        crop = patch_size or center_crop
+        if crop is not None and small_images == "error":
+            small = [f"{s.path} ({s.size[0]}x{s.size[1]})" for s in sources if min(s.size) < crop]
+            if small:
+                raise ValueError(
+                    f"{len(small)} image(s) are smaller than the {crop}x{crop} crop:\n  "
+                    + "\n  ".join(small)
+                    + "\nRemove them, lower the crop size, or set small_images=pad to reflect-pad them."
+                )
+        self.sources = list(sources)
+        self.degradation = degradation
+        self.patch_size = patch_size
+        self.scale = scale
+        self.augment = augment
+        self.repeat = repeat
+        self.multiple = multiple
+        self.center_crop = center_crop
+        self.deterministic = patch_size is None if deterministic is None else deterministic
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.sources) * self.repeat
+
+    def _item_rng(self, index: int) -> np.random.Generator:
+        if self.deterministic:
+            source = self.sources[index % len(self.sources)]
+            return np.random.default_rng(
+                [self.seed, zlib.crc32(source.name.encode()), index // len(self.sources)]
+            )
+        # A fresh seed from torch's generator: torch seeds each data-loader worker differently (and anew
+        # each epoch unless workers persist); seed_everything / torch.manual_seed seed the main process.
+        return np.random.default_rng(int(torch.randint(2**62, ()).item()))
+
+    def _crop(self, img: np.ndarray, rng: np.random.Generator, patch_size: int | None = None) -> np.ndarray:
+        patch_size = patch_size or self.patch_size
+        if patch_size is not None:
+            img = _pad_to(img, patch_size)
+            top = rng.integers(img.shape[0] - patch_size + 1)
+            left = rng.integers(img.shape[1] - patch_size + 1)
+            img = img[top : top + patch_size, left : left + patch_size]
+        elif self.center_crop is not None:
+            img = _pad_to(img, self.center_crop)
+            top = (img.shape[0] - self.center_crop) // 2
+            left = (img.shape[1] - self.center_crop) // 2
+            img = img[top : top + self.center_crop, left : left + self.center_crop]
+        else:
+            img = mod_crop(img, self.multiple)
+        if self.augment:
+            img = _dihedral(img, int(rng.integers(8)))
+        return np.ascontiguousarray(img)
+
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, torch.Tensor | str]:
+        """``key``: an index, or ``(index, sample_seed[, patch_size])`` from ``StepBatchSampler``: the seed
+        drives all of the sample's randomness, the patch size (progressive learning) overrides the crop."""
+        patch_size = None
+        if isinstance(key, tuple):
+            index, rng = key[0], np.random.default_rng(key[1])
+            if len(key) > 2 and key[2] is not None:
+                patch_size = key[2]
+                if patch_size % self.multiple:
+                    raise ValueError(
+                        f"patch size {patch_size} is not a multiple of scale*size_multiple={self.multiple}"
+                    )
+        else:
+            index, rng = key, self._item_rng(key)
+        source = self.sources[index % len(self.sources)]
+        try:
+            img = _read_rgb(source.path)
+        except Exception as err:
+            raise OSError(f"cannot decode image {source.path}: {err}") from err
+        gt = _to_float(self._crop(img, rng, patch_size))
+        out = self.degradation(gt, rng)
+        item: dict[str, torch.Tensor | str] = {
+            "gt": _to_tensor(gt),
+            "lq": _to_tensor(out["lq"]),
+            "name": source.name,
+        }
+        if "mask" in out:
+            item["mask"] = torch.from_numpy(np.ascontiguousarray(out["mask"], dtype=np.float32))
+        return item
+
+
+def _list_images(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursive, following symlinks), skipping hidden files and folders."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [
+            Path(dirpath, f)
+            for f in sorted(filenames)
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return found
+
+
+class FolderDataset(RestorationDataset):
+    """All images in a folder tree (png/jpg/jpeg/webp/bmp/tif/tiff), checked at construction.
+
+    Each file's header is read (and, with ``verify_files``, PIL's cheap integrity check run) but nothing is
+    decoded. Unreadable files raise one error naming all of them, or are skipped with a warning when
+    ``skip_bad_files``. See ``RestorationDataset`` for the other arguments.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        degradation: Degradation,
+        patch_size: int | None = None,
+        scale: int = 1,
+        augment: bool = False,
+        repeat: int = 1,
+        size_multiple: int = 1,
+        center_crop: int | None = None,
+        small_images: Literal["pad", "error"] = "pad",
+        skip_bad_files: bool = False,
+        verify_files: bool = True,
+        deterministic: bool | None = None,
+        seed: int = 0,
+    ) -> None:
+        root = Path(root).expanduser()
+        where = str(root) if root.is_absolute() else f"{root} (= {root.absolute()})"
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"dataset directory {where} does not exist. Put your images there or point the config at "
+                "your data, e.g. data.root=<dir>."
+            )
+        files = _list_images(root)
+        if not files:
+            raise FileNotFoundError(
+                f"dataset directory {where} contains no images "
+                f"({', '.join(sorted(IMAGE_EXTENSIONS))}, searched recursively). Add images or point the "
+                "config at another folder, e.g. data.root=<dir>."
+            )
+        sources, bad = [], []
+        for path in files:
+            try:
+                size = read_header(path, verify=verify_files)
+            except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on broken files
+                bad.append(f"{path}: {type(err).__name__}: {err}")
+                continue
+            sources.append(ImageSource(path, path.relative_to(root).with_suffix("").as_posix(), size))
+        if bad:
+            listing = "\n  ".join(bad)
+            if not skip_bad_files:
+                raise OSError(
+                    f"{len(bad)} unreadable image(s) in {root}:\n  {listing}\n"
+                    "Fix or delete them, or set skip_bad_files=true to skip them."
+                )
+            log.warning("skipping %d unreadable image(s) in %s:\n  %s", len(bad), root, listing)
+        if not sources:
+            raise FileNotFoundError(
+                f"dataset directory {root} has no readable images (all {len(bad)} are broken)"
+            )
+        self.root = root
+        super().__init__(
+            sources,
+            degradation,
+            patch_size=patch_size,
+            scale=scale,
+            augment=augment,
+            repeat=repeat,
+            size_multiple=size_multiple,
+            center_crop=center_crop,
+            small_images=small_images,
+            deterministic=deterministic,
+            seed=seed,
+        )
+
+
+class SamplesDataset(RestorationDataset):
+    """The embedded default: scikit-image's bundled colour photos, with a fixed train/val split.
+
+    Train: astronaut, hubble_deep_field, immunohistochemistry, motorcycle_left/right, retina, rocket.
+    Val: chelsea, coffee. No download is needed. See ``RestorationDataset`` for the other arguments.
+    """
+
+    def __init__(
+        self,
+        split: Literal["train", "val"],
+        degradation: Degradation,
+        patch_size: int | None = None,
+        scale: int = 1,
+        augment: bool = False,
+        repeat: int = 1,
+        size_multiple: int = 1,
+        center_crop: int | None = None,
+        small_images: Literal["pad", "error"] = "pad",
+        deterministic: bool | None = None,
+        seed: int = 0,
+    ) -> None:
+        if split not in SKIMAGE_SPLITS:
+            raise ValueError(f"split must be one of {sorted(SKIMAGE_SPLITS)}, got {split!r}")
+        data_dir = Path(skimage.__file__).parent / "data"
+        sources = []
+        for name in SKIMAGE_SPLITS[split]:
+            path = data_dir / SKIMAGE_PHOTOS[name]
+            if not path.is_file():
+                raise FileNotFoundError(f"scikit-image {skimage.__version__} does not bundle {path}")
+            sources.append(ImageSource(path, name, read_header(path)))
+        self.split = split
+        super().__init__(
+            sources,
+            degradation,
+            patch_size=patch_size,
+            scale=scale,
+            augment=augment,
+            repeat=repeat,
+            size_multiple=size_multiple,
+            center_crop=center_crop,
+            small_images=small_images,
+            deterministic=deterministic,
+            seed=seed,
+        )

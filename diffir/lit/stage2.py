@@ -1,0 +1,109 @@
+"""Stage 2: CPEN_S2 and the IPR denoiser learn the prior from the LQ, jointly with DIRformer (paper §3.2).
+
+The frozen stage-1 CPEN is the teacher: ``z = CPEN_S1(LQ, GT)`` (no gradient). The student estimates ẑ by T
+reverse diffusion steps from ``z`` diffused to step T-1, and is trained on ``L1(ẑ, z)``; after
+``encoder_iter`` warm-up steps (which update only CPEN_S2 and the denoiser, with their own optimiser, as the
+official code does) everything trains jointly on ``L1(out, GT) + L1(ẑ, z)``. The KL term is logged only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..losses import prior_kl
+from ..models import CPEN
+from .base import RestorationModule
+
+OBJECTIVES = ("joint", "conventional")
+
+
+class Stage2Module(RestorationModule):
+    """Stage-2 training. ``objective="conventional"`` is the paper's ablation: the denoiser learns to predict
+    noise at a random timestep, and DIRformer trains on a sampled ẑ without gradient through the chain."""
+
+    def __init__(
+        self,
+        *args: Any,
+        teacher: CPEN,
+        prior_loss: nn.Module,
+        encoder_iter: int = 0,
+        optimizer_e: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler_e: Callable[..., Any] | None = None,
+        objective: str = "joint",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if objective not in OBJECTIVES:
+            raise ValueError(f"diffusion.objective must be one of {OBJECTIVES}, got {objective!r}")
+        if objective == "conventional" and (
+            self.net.diffusion is None or self.net.diffusion.parameterization != "eps"
+        ):
+            raise ValueError(
+                "objective=conventional trains a noise predictor: set diffusion.parameterization=eps"
+            )
+        if encoder_iter > 0 and optimizer_e is None:
+            raise ValueError(
+                "encoder_iter > 0 needs optimizer_e (the warm-up optimiser of CPEN_S2 and the denoiser)"
+            )
+        self.teacher = teacher.requires_grad_(False).eval()
+        self.prior_loss = prior_loss
+        self.encoder_iter, self.objective = encoder_iter, objective
+        self.optimizer_e_factory, self.scheduler_e_factory = optimizer_e, scheduler_e
+
+    def train(self, mode: bool = True) -> Stage2Module:
+        super().train(mode)
+        self.teacher.eval()  # the teacher is frozen: always in eval mode
+        return self
+
+    def configure_optimizers(self) -> Any:
+        main = super().configure_optimizers()
+        if self.encoder_iter <= 0:
+            return main
+        student = [
+            p for name, p in self.net.named_parameters() if name.startswith(("condition.", "denoise."))
+        ]
+        optimizer_e = self.optimizer_e_factory(params=student)
+        mains = main if isinstance(main, dict) else {"optimizer": main}
+        entries = [mains, {"optimizer": optimizer_e}]
+        if self.scheduler_e_factory is not None:
+            entries[1]["lr_scheduler"] = {"scheduler": self.scheduler_e_factory(optimizer=optimizer_e)}
+        return entries
+
+    def optimizer_index(self, step: int) -> int:
+        return 1 if step < self.encoder_iter else 0
+
+    def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        lq, gt = batch["lq"], batch["gt"]
+        with torch.no_grad():
+            z = self.teacher(lq, gt)
+        warmup = self.global_step < self.encoder_iter
+        terms: dict[str, torch.Tensor] = {}
+        out = None
+        if self.objective == "conventional":
+            c = self.net.condition(lq)
+            terms["prior_noise_mse"] = self.net.diffusion.noise_prediction_loss(self.net.denoise, c, z)
+            with torch.no_grad():
+                z_hat = self.net.diffusion.sample(self.net.denoise, c)[-1]
+            if not warmup:
+                out = self.net.G(lq, z_hat)
+        else:
+            if warmup:  # only CPEN_S2 and the denoiser run and learn
+                z_hat = self.net.estimate_prior(lq, z_teacher=z)[-1]
+            else:
+                out, chain = self.net(lq, z_teacher=z)
+                z_hat = chain[-1]
+            terms["prior"] = self.prior_loss(z_hat=z_hat, z=z)
+        terms["log_prior_kl"] = prior_kl(z_hat.detach(), z)
+        if out is not None:
+            mask = batch.get("mask")
+            terms.update(
+                {name: loss(out=out, gt=gt, mask=mask, z=z_hat) for name, loss in self.losses.items()}
+            )
+        return terms
+
+    def predict(self, net: nn.Module, batch: dict[str, torch.Tensor], index: int) -> torch.Tensor:
+        return self.restore_batch(net, batch["lq"], None, index)

@@ -1,0 +1,48 @@
+"""Offline checks for pretrained weight files that libraries would otherwise try to download.
+
+torchvision, lpips and torch-fidelity fetch backbone weights into the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``) on first use. On machines
+without internet that fails deep inside the library with a network error, so metrics check the cache
+first and raise :class:`MissingWeightsError` saying which file is missing, where it goes and how to get it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+__all__ = ["MissingWeightsError", "hub_checkpoints_dir", "require_hub_checkpoint"]
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A pretrained weight file is missing from the local cache (and cannot be downloaded here)."""
+
+
+def hub_checkpoints_dir() -> Path:
+    """The directory torchvision / ``torch.hub.load_state_dict_from_url`` read cached weights from."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def require_hub_checkpoint(
+    filename: str, url: str, how_to: str, what: str, alternatives: Sequence[str] = ()
+) -> Path:
+    """Return the cached path of ``filename`` (or of the first present ``alternatives`` name).
+
+    Raises :class:`MissingWeightsError` naming the file, the cache directory, the download URL and
+    ``how_to`` (a command that fills the cache on a machine with internet) when none is present.
+    """
+    directory = hub_checkpoints_dir()
+    for name in (filename, *alternatives):
+        if (directory / name).is_file():
+            return directory / name
+    also = (
+        f" (or the same weights saved as {', '.join(repr(a) for a in alternatives)})" if alternatives else ""
+    )
+    raise MissingWeightsError(
+        f"{what} needs the pretrained weight file '{filename}'{also} in the torch hub cache directory "
+        f"{directory} ($TORCH_HOME/hub/checkpoints), but it is not there and nothing can be downloaded on "
+        f"this machine. On a machine with internet run\n    {how_to}\nor download {url}\n"
+        f"then copy the file to {directory / filename} (set TORCH_HOME to use another cache directory)."
+    )

@@ -1,0 +1,22 @@
+"""python train.py task=<sr|deblur|inpainting> stage=<1|2> [experiment=...] [data=...] [model=...] [key=value ...]"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from diffir.config import CONF_DIR
+from diffir.training import RunSetupError, train
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        summary = train(cfg)
+    except RunSetupError as err:
+        sys.exit(f"error: {err}")
+    return summary["best_val_psnr"]  # the value an Optuna sweep optimises
+
+
+if __name__ == "__main__":
+    main()

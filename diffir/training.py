@@ -11,7 +11,9 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .callbacks import AtomicCheckpointIO
 from .checkpoint import CheckpointError, load_model, read_checkpoint
@@ -32,7 +34,14 @@ class RunSetupError(RuntimeError):
 
 
 def run_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.experiments_dir) / cfg.name / f"stage{cfg.stage}"
+    return Path(cfg.paths.run_dir)
+
+
+def separate_multirun_jobs(cfg: DictConfig) -> None:
+    """In a Hydra multirun (a sweep), each job writes into its own sweep folder, not the shared run dir."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        with open_dict(cfg):
+            cfg.paths.run_dir = str(Path(HydraConfig.get().runtime.output_dir) / f"stage{cfg.stage}")
 
 
 def stage1_checkpoint(cfg: DictConfig) -> Path:
@@ -173,6 +182,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one stage; returns the run summary (directory, checkpoints, best metric, final validation)."""
     if cfg.stage not in (1, 2):
         raise RunSetupError(f"stage must be 1 or 2, got stage={cfg.stage}")
+    separate_multirun_jobs(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     offline = configure_wandb(cfg)
     datamodule = build_datamodule(cfg)

@@ -233,3 +233,13 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     a, b = weights(Path(uninterrupted["last_checkpoint"])), weights(ckpt_dir / "last.ckpt")
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_default_logger_is_wandb_and_runs_offline_without_a_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_config([o for o in overrides(tmp_path, "sr", 1, 1) if o != "logger=csv"])
+    assert set(cfg.logger) == {"wandb"}
+    assert list(cfg.logger.wandb.tags) == ["sr", "stage1", "tiny"]
+    summary = train(cfg)
+    assert list((Path(summary["run_dir"]) / "wandb").glob("offline-run-*")), "no offline W&B run was written"

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -29,7 +29,6 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from diffir.data.degradations import Degradation
-from diffir.data.imresize import mod_crop
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +69,33 @@ class ImageSource:
     size: tuple[int, int]
 
 
+# The bytes that end a complete file; a truncated download or copy lacks them.
+_END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9"}
+
+
+def _has_end_marker(path: str | Path, image_format: str | None) -> bool:
+    """Whether a PNG / JPEG file ends with its end marker (a few trailing bytes tolerated); other formats: True."""
+    marker = _END_MARKERS.get(image_format or "")
+    if marker is None:
+        return True
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        return marker in f.read()
+
+
 def read_header(path: str | Path, verify: bool = False) -> tuple[int, int]:
-    """(height, width) from the file header without decoding; ``verify`` also runs PIL's integrity check."""
+    """(height, width) from the file header, plus a cheap completeness check.
+
+    ``verify`` runs PIL's integrity check (it reads the whole file). Otherwise only the last bytes are read:
+    a PNG or JPEG without its end marker (truncated) is decoded, which raises if it is really broken.
+    """
     with Image.open(path) as img:
         width, height = img.size
         if verify:
             img.verify()
+        elif not _has_end_marker(path, img.format):
+            img.load()
     return height, width
 
 
@@ -98,6 +118,14 @@ def _read_rgb(path: Path) -> np.ndarray:
                 img = img.convert("RGBA")  # palette transparency must go through RGBA
             arr = np.asarray(img.convert("RGB"))
     return np.repeat(arr[..., None], 3, axis=-1) if arr.ndim == 2 else arr
+
+
+def _read_checked(path: Path) -> np.ndarray:
+    """``_read_rgb`` whose errors name the file (data-loader workers otherwise hide which one failed)."""
+    try:
+        return _read_rgb(path)
+    except Exception as err:
+        raise OSError(f"cannot decode image {path}: {err}") from err
 
 
 def _to_float(img: np.ndarray) -> np.ndarray:
@@ -133,31 +161,14 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
 
 
-class RestorationDataset(Dataset):
-    """Clean images from a list of sources, cropped, augmented and degraded into (LQ, GT) pairs.
-
-    Args:
-        sources: the images.
-        degradation: makes ``lq`` (and ``mask``) from a GT crop; its ``scale`` must equal ``scale``.
-        patch_size: training crop side in GT pixels (a multiple of ``scale * size_multiple``); ``None`` for
-            validation: the whole image, mod-cropped to ``scale * size_multiple``, or ``center_crop``.
-        scale: GT / LQ size ratio (the SR factor; 1 otherwise).
-        augment: random flips and 90-degree rotations.
-        repeat: times each image appears per epoch (BasicSR's ``dataset_enlarge_ratio``).
-        size_multiple: extra size constraint on the LQ (1: only mod-crop to ``scale``; the model pads).
-        center_crop: validation only: centre crop of this side (GT pixels), for fast validation.
-        small_images: images smaller than the crop are reflect-padded (``"pad"``) or rejected at construction
-            (``"error"``).
-        deterministic: seed each item's degradation by its name (default: when ``patch_size`` is None), so
-            validation LQ is identical every epoch and run. Otherwise each item seeds its generator from
-            torch's random generator, which torch seeds differently in every data-loader worker and epoch.
-        seed: base seed of the deterministic mode.
+class PatchDataset(Dataset):
+    """What RestorationDataset and PairedFolderDataset share: crop settings and their checks, each item's
+    randomness, and the ``(index, sample_seed[, patch_size])`` keys. See ``RestorationDataset`` for the arguments.
     """
 
     def __init__(
         self,
         sources: Sequence[ImageSource],
-        degradation: Degradation,
         patch_size: int | None = None,
         scale: int = 1,
         augment: bool = False,
@@ -170,11 +181,6 @@ class RestorationDataset(Dataset):
     ) -> None:
         if not sources:
             raise ValueError("a dataset needs at least one image")
-        deg_scale = getattr(degradation, "scale", 1)
-        if deg_scale != scale:
-            raise ValueError(
-                f"dataset scale={scale} but the degradation has scale={deg_scale}; set both alike"
-            )
         multiple = scale * size_multiple
         for key, value in (("patch_size", patch_size), ("center_crop", center_crop)):
             if value is not None and (value <= 0 or value % multiple):
@@ -195,7 +201,6 @@ class RestorationDataset(Dataset):
                     + "\nRemove them, lower the crop size, or set small_images=pad to reflect-pad them."
                 )
         self.sources = list(sources)
-        self.degradation = degradation
         self.patch_size = patch_size
         self.scale = scale
         self.augment = augment
@@ -218,43 +223,122 @@ class RestorationDataset(Dataset):
         # each epoch unless workers persist); seed_everything / torch.manual_seed seed the main process.
         return np.random.default_rng(int(torch.randint(2**62, ()).item()))
 
+    def _parse_key(self, key: int | tuple[int, ...]) -> tuple[int, np.random.Generator, int | None]:
+        """``(index, rng, patch_size)`` of a key: an index, or ``(index, sample_seed[, patch_size])`` from
+        ``StepBatchSampler``: the seed drives all of the sample's randomness, the patch size (progressive
+        learning) overrides the crop."""
+        if not isinstance(key, tuple):
+            return key, self._item_rng(key), None
+        patch_size = key[2] if len(key) > 2 else None
+        if patch_size is not None and patch_size % self.multiple:
+            raise ValueError(
+                f"patch size {patch_size} is not a multiple of scale*size_multiple={self.multiple}"
+            )
+        return key[0], np.random.default_rng(key[1]), patch_size
+
+    def _crop_box(
+        self, height: int, width: int, rng: np.random.Generator, patch_size: int | None, unit: int = 1
+    ) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of the crop of an image already padded to the crop size.
+
+        Sizes are counted on a grid of ``unit`` GT pixels: 1 for the GT itself, ``scale`` for the LQ of a pair
+        (whose GT crop is then this box times ``scale``, the same region).
+        """
+        if patch_size is not None:
+            side = patch_size // unit
+            return int(rng.integers(height - side + 1)), int(rng.integers(width - side + 1)), side, side
+        if self.center_crop is not None:
+            side = self.center_crop // unit
+            return (height - side) // 2, (width - side) // 2, side, side
+        multiple = self.multiple // unit
+        return 0, 0, height - height % multiple, width - width % multiple
+
+
+class RestorationDataset(PatchDataset):
+    """Clean images from a list of sources, cropped, augmented and degraded into (LQ, GT) pairs.
+
+    Args:
+        sources: the images.
+        degradation: makes ``lq`` (and ``mask``) from a GT crop; its ``scale`` must equal ``scale``.
+        patch_size: training crop side in GT pixels (a multiple of ``scale * size_multiple``); ``None`` for
+            validation: the whole image, mod-cropped to ``scale * size_multiple``, or ``center_crop``.
+        scale: GT / LQ size ratio (the SR factor; 1 otherwise).
+        augment: random flips and 90-degree rotations.
+        repeat: times each image appears per epoch (BasicSR's ``dataset_enlarge_ratio``).
+        size_multiple: extra size constraint on the LQ (1: only mod-crop to ``scale``; the model pads).
+        center_crop: validation only: centre crop of this side (GT pixels), for fast validation.
+        small_images: images smaller than the crop are reflect-padded (``"pad"``) or rejected at construction
+            (``"error"``).
+        deterministic: seed each item's degradation by its name (default: when ``patch_size`` is None), so
+            validation LQ is identical every epoch and run. Otherwise each item seeds its generator from
+            torch's random generator, which torch seeds differently in every data-loader worker and epoch.
+        seed: base seed of the deterministic mode.
+        cache: keep decoded images in memory (per data-loader worker): for small sets read many times.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[ImageSource],
+        degradation: Degradation,
+        patch_size: int | None = None,
+        scale: int = 1,
+        augment: bool = False,
+        repeat: int = 1,
+        size_multiple: int = 1,
+        center_crop: int | None = None,
+        small_images: Literal["pad", "error"] = "pad",
+        deterministic: bool | None = None,
+        seed: int = 0,
+        cache: bool = False,
+    ) -> None:
+        if not sources:
+            raise ValueError("a dataset needs at least one image")
+        deg_scale = getattr(degradation, "scale", 1)
+        if deg_scale != scale:
+            raise ValueError(
+                f"dataset scale={scale} but the degradation has scale={deg_scale}; set both alike"
+            )
+        super().__init__(
+            sources,
+            patch_size=patch_size,
+            scale=scale,
+            augment=augment,
+            repeat=repeat,
+            size_multiple=size_multiple,
+            center_crop=center_crop,
+            small_images=small_images,
+            deterministic=deterministic,
+            seed=seed,
+        )
+        self.degradation = degradation
+        self.cache = cache
+        self._decoded: dict[int, np.ndarray] = {}
+
     def _crop(self, img: np.ndarray, rng: np.random.Generator, patch_size: int | None = None) -> np.ndarray:
         patch_size = patch_size or self.patch_size
-        if patch_size is not None:
-            img = _pad_to(img, patch_size)
-            top = rng.integers(img.shape[0] - patch_size + 1)
-            left = rng.integers(img.shape[1] - patch_size + 1)
-            img = img[top : top + patch_size, left : left + patch_size]
-        elif self.center_crop is not None:
-            img = _pad_to(img, self.center_crop)
-            top = (img.shape[0] - self.center_crop) // 2
-            left = (img.shape[1] - self.center_crop) // 2
-            img = img[top : top + self.center_crop, left : left + self.center_crop]
-        else:
-            img = mod_crop(img, self.multiple)
+        crop = patch_size or self.center_crop
+        if crop is not None:
+            img = _pad_to(img, crop)
+        top, left, height, width = self._crop_box(img.shape[0], img.shape[1], rng, patch_size)
+        img = img[top : top + height, left : left + width]
         if self.augment:
             img = _dihedral(img, int(rng.integers(8)))
         return np.ascontiguousarray(img)
 
+    def _decode(self, source_index: int) -> np.ndarray:
+        """Decode a source image; with ``cache``, once per process (small sets such as the samples)."""
+        if source_index in self._decoded:
+            return self._decoded[source_index]
+        img = _read_checked(self.sources[source_index].path)
+        if self.cache:
+            self._decoded[source_index] = img
+        return img
+
     def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, torch.Tensor | str]:
-        """``key``: an index, or ``(index, sample_seed[, patch_size])`` from ``StepBatchSampler``: the seed
-        drives all of the sample's randomness, the patch size (progressive learning) overrides the crop."""
-        patch_size = None
-        if isinstance(key, tuple):
-            index, rng = key[0], np.random.default_rng(key[1])
-            if len(key) > 2 and key[2] is not None:
-                patch_size = key[2]
-                if patch_size % self.multiple:
-                    raise ValueError(
-                        f"patch size {patch_size} is not a multiple of scale*size_multiple={self.multiple}"
-                    )
-        else:
-            index, rng = key, self._item_rng(key)
+        """``key``: an index, or ``(index, sample_seed[, patch_size])`` (see ``PatchDataset._parse_key``)."""
+        index, rng, patch_size = self._parse_key(key)
         source = self.sources[index % len(self.sources)]
-        try:
-            img = _read_rgb(source.path)
-        except Exception as err:
-            raise OSError(f"cannot decode image {source.path}: {err}") from err
+        img = self._decode(index % len(self.sources))
         gt = _to_float(self._crop(img, rng, patch_size))
         out = self.degradation(gt, rng)
         item: dict[str, torch.Tensor | str] = {
@@ -280,12 +364,58 @@ def _list_images(root: Path) -> list[Path]:
     return found
 
 
+def scan_images(
+    root: str | Path, verify_files: bool = False, skip_bad_files: bool = False
+) -> tuple[Path, list[ImageSource]]:
+    """The images under ``root`` (recursive) as sources named by their relative path, checked by ``read_header``.
+
+    Unreadable files raise one error naming all of them, or are skipped with a warning when
+    ``skip_bad_files``. Returns the expanded root and the sources.
+    """
+    root = Path(root).expanduser()
+    where = str(root) if root.is_absolute() else f"{root} (= {root.absolute()})"
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"dataset directory {where} does not exist. Put your images there or point the config at "
+            "your data, e.g. data.root=<dir>."
+        )
+    files = _list_images(root)
+    if not files:
+        raise FileNotFoundError(
+            f"dataset directory {where} contains no images "
+            f"({', '.join(sorted(IMAGE_EXTENSIONS))}, searched recursively). Add images or point the "
+            "config at another folder, e.g. data.root=<dir>."
+        )
+    sources, bad = [], []
+    for path in files:
+        try:
+            size = read_header(path, verify=verify_files)
+        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on broken files
+            bad.append(f"{path}: {type(err).__name__}: {err}")
+            continue
+        sources.append(ImageSource(path, path.relative_to(root).with_suffix("").as_posix(), size))
+    if bad:
+        listing = "\n  ".join(bad)
+        if not skip_bad_files:
+            raise OSError(
+                f"{len(bad)} unreadable image(s) in {root}:\n  {listing}\n"
+                "Fix or delete them, or set skip_bad_files=true to skip them."
+            )
+        log.warning("skipping %d unreadable image(s) in %s:\n  %s", len(bad), root, listing)
+    if not sources:
+        raise FileNotFoundError(
+            f"dataset directory {root} has no readable images (all {len(bad)} are broken)"
+        )
+    return root, sources
+
+
 class FolderDataset(RestorationDataset):
     """All images in a folder tree (png/jpg/jpeg/webp/bmp/tif/tiff), checked at construction.
 
-    Each file's header is read (and, with ``verify_files``, PIL's cheap integrity check run) but nothing is
-    decoded. Unreadable files raise one error naming all of them, or are skipped with a warning when
-    ``skip_bad_files``. See ``RestorationDataset`` for the other arguments.
+    Each file's header and last bytes are read (``verify_files``: PIL's integrity check, which reads whole
+    files) but nothing is decoded, so 10k files take about a second. Unreadable or truncated files raise one
+    error naming all of them, or are skipped with a warning when ``skip_bad_files``. See
+    ``RestorationDataset`` for the other arguments.
     """
 
     def __init__(
@@ -300,44 +430,11 @@ class FolderDataset(RestorationDataset):
         center_crop: int | None = None,
         small_images: Literal["pad", "error"] = "pad",
         skip_bad_files: bool = False,
-        verify_files: bool = True,
+        verify_files: bool = False,
         deterministic: bool | None = None,
         seed: int = 0,
     ) -> None:
-        root = Path(root).expanduser()
-        where = str(root) if root.is_absolute() else f"{root} (= {root.absolute()})"
-        if not root.is_dir():
-            raise FileNotFoundError(
-                f"dataset directory {where} does not exist. Put your images there or point the config at "
-                "your data, e.g. data.root=<dir>."
-            )
-        files = _list_images(root)
-        if not files:
-            raise FileNotFoundError(
-                f"dataset directory {where} contains no images "
-                f"({', '.join(sorted(IMAGE_EXTENSIONS))}, searched recursively). Add images or point the "
-                "config at another folder, e.g. data.root=<dir>."
-            )
-        sources, bad = [], []
-        for path in files:
-            try:
-                size = read_header(path, verify=verify_files)
-            except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on broken files
-                bad.append(f"{path}: {type(err).__name__}: {err}")
-                continue
-            sources.append(ImageSource(path, path.relative_to(root).with_suffix("").as_posix(), size))
-        if bad:
-            listing = "\n  ".join(bad)
-            if not skip_bad_files:
-                raise OSError(
-                    f"{len(bad)} unreadable image(s) in {root}:\n  {listing}\n"
-                    "Fix or delete them, or set skip_bad_files=true to skip them."
-                )
-            log.warning("skipping %d unreadable image(s) in %s:\n  %s", len(bad), root, listing)
-        if not sources:
-            raise FileNotFoundError(
-                f"dataset directory {root} has no readable images (all {len(bad)} are broken)"
-            )
+        root, sources = scan_images(root, verify_files, skip_bad_files)
         self.root = root
         super().__init__(
             sources,
@@ -365,15 +462,8 @@ class SamplesDataset(RestorationDataset):
         self,
         split: Literal["train", "val"],
         degradation: Degradation,
-        patch_size: int | None = None,
-        scale: int = 1,
-        augment: bool = False,
-        repeat: int = 1,
-        size_multiple: int = 1,
-        center_crop: int | None = None,
-        small_images: Literal["pad", "error"] = "pad",
-        deterministic: bool | None = None,
-        seed: int = 0,
+        cache: bool = True,
+        **kwargs: Any,
     ) -> None:
         if split not in SKIMAGE_SPLITS:
             raise ValueError(f"split must be one of {sorted(SKIMAGE_SPLITS)}, got {split!r}")
@@ -385,16 +475,4 @@ class SamplesDataset(RestorationDataset):
                 raise FileNotFoundError(f"scikit-image {skimage.__version__} does not bundle {path}")
             sources.append(ImageSource(path, name, read_header(path)))
         self.split = split
-        super().__init__(
-            sources,
-            degradation,
-            patch_size=patch_size,
-            scale=scale,
-            augment=augment,
-            repeat=repeat,
-            size_multiple=size_multiple,
-            center_crop=center_crop,
-            small_images=small_images,
-            deterministic=deterministic,
-            seed=seed,
-        )
+        super().__init__(sources, degradation, cache=cache, **kwargs)

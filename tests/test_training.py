@@ -27,6 +27,7 @@ def overrides(tmp_path: Path, task: str, stage: int, steps: int = 2, *extra: str
         f"task={task}",
         f"stage={stage}",
         "model=tiny",
+        "data=samples",
         "logger=csv",
         "trainer=cpu",
         "~callbacks.progress",

@@ -26,6 +26,7 @@ from diffir.data.masks import (
     irregular_mask,
     lama_mask_generator,
 )
+from diffir.data.paired import PairedFolderDataset
 
 __all__ = [
     "BoxMaskGenerator",
@@ -36,6 +37,7 @@ __all__ = [
     "IrregularMaskGenerator",
     "MixedMaskGenerator",
     "MotionBlurDegradation",
+    "PairedFolderDataset",
     "RestorationDataModule",
     "RestorationDataset",
     "SRDegradation",

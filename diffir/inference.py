@@ -97,6 +97,16 @@ def estimate_prior(
     return model.estimate_prior(padded, noise=noise)[-1]
 
 
+def check_tiling(tile: int, tile_overlap: int, prior: str = "global") -> None:
+    """Raise ``ValueError`` for arguments :func:`restore_tiled` cannot use (callers check before a long run)."""
+    if tile <= 0 or not 0 <= tile_overlap < tile:
+        raise ValueError(
+            f"need tile > 0 and 0 <= tile_overlap < tile, got tile={tile}, tile_overlap={tile_overlap}"
+        )
+    if prior not in ("global", "per_tile"):
+        raise ValueError(f"prior must be 'global' or 'per_tile', got {prior!r}")
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of ``tile`` pixels covering ``length`` with at least ``overlap`` in common;
     the last tile is aligned to the end (so it may overlap its neighbour more)."""
@@ -146,9 +156,10 @@ def restore_tiled(
     Tiles of ``tile`` LQ pixels overlap by ``tile_overlap``; each is padded to ``model.size_multiple`` like
     :func:`restore`, restored by ``model.G`` and blended into the output with a separable raised-cosine
     window, one tile at a time, so the DIRformer's memory is that of one tile whatever the image size.
-    ``prior="global"`` estimates ẑ once for the whole image (see :func:`estimate_prior` and
-    ``prior_max_side``) and shares it across tiles; ``"per_tile"`` estimates one per tile (cheaper for
-    the CPEN, but the restoration then changes from tile to tile). ``noise`` is the diffusion start vector.
+    ``prior="global"`` estimates ẑ once for the whole image and shares it across tiles (the CPEN then sees
+    the whole LQ, or a copy of at most ``prior_max_side`` pixels a side: see :func:`estimate_prior`);
+    ``"per_tile"`` estimates one per tile (bounded CPEN memory too, but each tile is then restored under
+    a different prior). ``noise`` is the diffusion's start vector (:func:`start_noise`).
     """
     if isinstance(model, DiffIRS1):
         raise ValueError(
@@ -157,19 +168,14 @@ def restore_tiled(
         )
     if not isinstance(model, DiffIRS2):
         raise TypeError(f"expected a DiffIRS2 model, got {type(model).__name__}")
-    if tile <= 0 or not 0 <= tile_overlap < tile:
-        raise ValueError(
-            f"need tile > 0 and 0 <= tile_overlap < tile, got tile={tile}, tile_overlap={tile_overlap}"
-        )
-    if prior not in ("global", "per_tile"):
-        raise ValueError(f"prior must be 'global' or 'per_tile', got {prior!r}")
+    check_tiling(tile, tile_overlap, prior)
 
     h, w = lq.shape[-2:]
     z = estimate_prior(model, lq, noise, prior_max_side) if prior == "global" else None
     ys, xs = tile_starts(h, tile, tile_overlap), tile_starts(w, tile, tile_overlap)
     wy, norm_y = _axis_weights(ys, h, tile, tile_overlap * scale, scale, lq)
     wx, norm_x = _axis_weights(xs, w, tile, tile_overlap * scale, scale, lq)
-    # The tiles form a full grid and every window is an outer product, so their sum is one too.
+    # Tiles form a full grid and each window is an outer product, so the windows sum to norm_y ⊗ norm_x.
 
     out: torch.Tensor | None = None
     for y, weight_y in zip(ys, wy, strict=True):

@@ -132,7 +132,9 @@ def test_stage2_resume_matches_including_warmup_switch(tmp_path):
 
 def test_warmup_trains_only_cpen_s2_and_denoiser(tmp_path):
     run(tmp_path, "sr", 1)
-    s1 = read_checkpoint(tmp_path / "test" / "stage1" / "checkpoints" / "last.ckpt")["diffir_model"]["state_dict"]
+    s1 = read_checkpoint(tmp_path / "test" / "stage1" / "checkpoints" / "last.ckpt")["diffir_model"][
+        "state_dict"
+    ]
     summary = run(tmp_path, "sr", 2, 2, "stage2.encoder_iter=5", "stage2.ema_decay=0")
     ckpt = read_checkpoint(Path(summary["last_checkpoint"]))
     s2 = ckpt["state_dict"]

@@ -99,7 +99,7 @@ def read_header(path: str | Path, verify: bool = False) -> tuple[int, int]:
     return height, width
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> np.ndarray:
     """Decode to an RGB ``H x W x 3`` array in the file's own precision (uint8, uint16 or float32)."""
     with Image.open(path) as img:
         rawmode = img.tile[0][3] if img.tile else ""  # decoder args: "RGB;16B" or ("RGB;16N", ...)
@@ -121,14 +121,14 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def _read_checked(path: Path) -> np.ndarray:
-    """``_read_rgb`` whose errors name the file (data-loader workers otherwise hide which one failed)."""
+    """``read_rgb`` whose errors name the file (data-loader workers otherwise hide which one failed)."""
     try:
-        return _read_rgb(path)
+        return read_rgb(path)
     except Exception as err:
         raise OSError(f"cannot decode image {path}: {err}") from err
 
 
-def _to_float(img: np.ndarray) -> np.ndarray:
+def to_float(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint8:
         return img.astype(np.float32) / 255.0
     if img.dtype == np.uint16:
@@ -142,7 +142,7 @@ def load_image(path: str | Path) -> np.ndarray:
     Greyscale is replicated to 3 channels, palettes are expanded, alpha is dropped and 16-bit files keep
     their precision.
     """
-    return _to_float(_read_rgb(Path(path)))
+    return to_float(read_rgb(Path(path)))
 
 
 def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
@@ -339,7 +339,7 @@ class RestorationDataset(PatchDataset):
         index, rng, patch_size = self._parse_key(key)
         source = self.sources[index % len(self.sources)]
         img = self._decode(index % len(self.sources))
-        gt = _to_float(self._crop(img, rng, patch_size))
+        gt = to_float(self._crop(img, rng, patch_size))
         out = self.degradation(gt, rng)
         item: dict[str, torch.Tensor | str] = {
             "gt": _to_tensor(gt),
@@ -351,7 +351,7 @@ class RestorationDataset(PatchDataset):
         return item
 
 
-def _list_images(root: Path) -> list[Path]:
+def list_images(root: Path) -> list[Path]:
     """Image files under ``root`` (recursive, following symlinks), skipping hidden files and folders."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -379,7 +379,7 @@ def scan_images(
             f"dataset directory {where} does not exist. Put your images there or point the config at "
             "your data, e.g. data.root=<dir>."
         )
-    files = _list_images(root)
+    files = list_images(root)
     if not files:
         raise FileNotFoundError(
             f"dataset directory {where} contains no images "

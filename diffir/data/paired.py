@@ -19,9 +19,9 @@ from diffir.data.datasets import (
     _dihedral,
     _pad_to,
     _read_checked,
-    _to_float,
     _to_tensor,
     scan_images,
+    to_float,
 )
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class PairedFolderDataset(PatchDataset):
             k = int(rng.integers(8))
             gt, lq = _dihedral(gt, k), _dihedral(lq, k)
         return {
-            "gt": _to_tensor(_to_float(gt)),
-            "lq": _to_tensor(_to_float(lq)),
+            "gt": _to_tensor(to_float(gt)),
+            "lq": _to_tensor(to_float(lq)),
             "name": self.sources[index].name,
         }

@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from diffir.data.datasets import IMAGE_EXTENSIONS, _list_images, _read_rgb, _to_float, read_header
+from diffir.data.datasets import IMAGE_EXTENSIONS, list_images, read_header, read_rgb, to_float
 from diffir.data.imresize import bicubic_downsample
 from diffir.data.masks import lama_mask_generator
 
@@ -251,8 +251,8 @@ def _save_pil(path: Path, image: Image.Image) -> None:
 
 def _read_bgr_uint8(path: Path) -> np.ndarray:
     """BGR (OpenCV's order) uint8 ``H x W x 3``: greyscale, palette, alpha and 16-bit files converted."""
-    img = _read_rgb(path)
-    img = img if img.dtype == np.uint8 else np.round(_to_float(img) * 255.0).astype(np.uint8)
+    img = read_rgb(path)
+    img = img if img.dtype == np.uint8 else np.round(to_float(img) * 255.0).astype(np.uint8)
     return img[..., ::-1]
 
 
@@ -432,7 +432,7 @@ def _subimage_job(source: Path, out_dir: Path) -> int:
 
 
 def _make_subimages(hr_dirs: Sequence[Path], out_dir: Path, workers: int) -> None:
-    sources = [path for folder in hr_dirs for path in _list_images(folder)]
+    sources = [path for folder in hr_dirs for path in list_images(folder)]
     counts = run_jobs(
         _subimage_job, [(s, out_dir) for s in sources], workers, f"sub-images -> {out_dir.name}"
     )
@@ -455,8 +455,8 @@ def _build_nothing(root: Path, options: Mapping[str, int], workers: int) -> None
 
 def _pairs(input_dir: Path, target_dir: Path) -> list[tuple[Path, Path]]:
     """Blurred / sharp files matched by name; an error lists the unmatched ones."""
-    inputs = {p.stem: p for p in _list_images(input_dir)} if input_dir.is_dir() else {}
-    targets = {p.stem: p for p in _list_images(target_dir)} if target_dir.is_dir() else {}
+    inputs = {p.stem: p for p in list_images(input_dir)} if input_dir.is_dir() else {}
+    targets = {p.stem: p for p in list_images(target_dir)} if target_dir.is_dir() else {}
     if not inputs:
         raise PrepareError(f"no images in {input_dir}")
     unmatched = [str(p) for k, p in inputs.items() if k not in targets]
@@ -514,10 +514,10 @@ def _build_gopro(root: Path, options: Mapping[str, int], workers: int) -> None:
 def _build_hide(root: Path, options: Mapping[str, int], workers: int) -> None:
     """Pair each blurred test image with the ground truth of the same name, then drop the unused GT."""
     base = root / "HIDE"
-    inputs = _list_images(base / "test/input") if (base / "test/input").is_dir() else []
+    inputs = list_images(base / "test/input") if (base / "test/input").is_dir() else []
     if not inputs:
         raise PrepareError(f"no blurred test images in {base / 'test/input'}")
-    gt = {p.stem: p for p in _list_images(base / "GT")} if (base / "GT").is_dir() else {}
+    gt = {p.stem: p for p in list_images(base / "GT")} if (base / "GT").is_dir() else {}
     moves, problems = [], []
     for blurred in inputs:
         target = base / "test/target" / blurred.name
@@ -613,7 +613,7 @@ def _build_places(root: Path, options: Mapping[str, int], workers: int) -> None:
     """LaMa's evaluation set (``eval_sampler.py`` + ``gen_mask_dataset.py``) and a validation set, from
     ``val_large``, with a seeded draw instead of LaMa's unseeded shuffle."""
     base = root / "Places365"
-    images = _list_images(base / "val_large")
+    images = list_images(base / "val_large")
     n_eval, n_val = options["eval_size"], options["val_size"]
     if len(images) < n_eval + n_val:
         raise PrepareError(
@@ -641,7 +641,7 @@ def _build_celebahq(root: Path, options: Mapping[str, int], workers: int) -> Non
         p.name: p
         for folder in ("data256x256", *splits)
         if (base / folder).is_dir()
-        for p in _list_images(base / folder)
+        for p in list_images(base / folder)
     }
     names = sorted(found, key=lambda n: int(Path(n).stem))
     n_val, n_visual = options["val_size"], options["visual_test_size"]
@@ -848,7 +848,7 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def _count(path: Path) -> int:
-    return len(_list_images(path)) if path.is_dir() else 0
+    return len(list_images(path)) if path.is_dir() else 0
 
 
 def _obtain(spec: DatasetSpec, root: Path, given: Sequence[Path], delete_archives: bool) -> None:

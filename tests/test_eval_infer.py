@@ -1,0 +1,306 @@
+"""eval.py and infer.py end to end, on tiny checkpoints and crops of scikit-image's photos."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from PIL import Image
+
+from diffir.checkpoint import atomic_save, model_record
+from diffir.config import CONF_DIR, model_config, model_preset
+from diffir.data import load_image, mod_crop
+from diffir.evaluation import evaluate
+from diffir.infer import UsageError, infer
+from diffir.metrics import psnr
+from diffir.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models are all per-operator overhead: one thread avoids thread barriers on a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def save_checkpoint(path: Path, task: str, stage: int, scale: int) -> Path:
+    """A tiny, randomly initialised model saved as a model file (what training and diffir.convert write)."""
+    arch = model_preset(task, "tiny")
+    config = model_config(task, stage, scale, arch, {"enabled": True})
+    torch.manual_seed(stage)
+    atomic_save(model_record(config, build_model(task, stage, scale, **arch).state_dict()), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpts")
+    return {
+        "sr": save_checkpoint(root / "run_a" / "sr_x4.ckpt", "sr", 2, 4),
+        "sr_s1": save_checkpoint(root / "run_b" / "sr_x4.ckpt", "sr", 1, 4),
+        "inpainting": save_checkpoint(root / "inpaint.pt", "inpainting", 2, 1),
+    }
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Three small photos of odd sizes: RGB, JPEG, greyscale (the eval folder)."""
+    root = tmp_path_factory.mktemp("photos")
+    Image.fromarray(skimage.data.astronaut()[40:90, 180:246]).save(root / "astronaut.png")
+    Image.fromarray(skimage.data.coffee()[120:176, 200:260]).save(root / "coffee.jpg", quality=95)
+    Image.fromarray(skimage.data.camera()[60:100, 200:252]).save(root / "camera.png")
+    return root
+
+
+def compose_cfg(config_dir: Path, name: str, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def eval_cfg(*overrides: str) -> DictConfig:
+    return compose_cfg(CONF_DIR / "eval", "eval", list(overrides))
+
+
+def infer_cfg(*overrides: str) -> DictConfig:
+    return compose_cfg(CONF_DIR, "infer", list(overrides))
+
+
+# --- eval -------------------------------------------------------------------------------------------------
+def test_eval_folder_end_to_end(ckpts, photos, tmp_path):
+    out = tmp_path / "eval"
+    results = evaluate(
+        eval_cfg(
+            f"ckpt=[{ckpts['sr']},{ckpts['sr_s1']}]",
+            "method=bicubic",
+            "data=folder",
+            f"data.root={photos}",
+            f"output_dir={out}",
+            "grids=2",
+            "logger=wandb",
+        )
+    )
+    methods = ["run_a/sr_x4", "run_b/sr_x4 (stage-1 oracle)", "bicubic"]
+    assert results["methods"] == methods and (results["task"], results["scale"]) == ("sr", 4)
+    saved = json.loads((out / "metrics.json").read_text())
+    folder = saved["datasets"]["folder"]
+    names = ["astronaut", "camera", "coffee"]
+    for method in methods:
+        run = folder[method]
+        assert [r["name"] for r in run["per_image"]] == names
+        assert run["mean"]["psnr"] == pytest.approx(np.mean([r["psnr"] for r in run["per_image"]]))
+        assert 0 < run["mean"]["ssim"] <= 1 and 10 < run["mean"]["psnr"] < 60
+        assert run["seconds_per_image"] > 0 and run["macs_lq_size"] == [
+            12,
+            16,
+        ]  # astronaut 50x66 -> 48x64 / 4
+    assert folder["run_a/sr_x4"]["params"] > 0 and folder["run_a/sr_x4"]["macs"] > 0
+    assert (
+        folder["bicubic"]["params"] == 0
+        and folder["bicubic"]["mean"]["psnr"] > folder["run_a/sr_x4"]["mean"]["psnr"]
+    )
+
+    # the saved images are the scored ones: their PSNR against the mod-cropped GT is the per-image value
+    for method, folder_name in [("run_a/sr_x4", "run_a_sr_x4"), ("bicubic", "bicubic")]:
+        for record in folder[method]["per_image"]:
+            restored = np.asarray(
+                Image.open(out / "images" / "folder" / folder_name / f"{record['name']}.png")
+            )
+            source = next(photos.glob(f"{record['name']}.*"))
+            gt = (mod_crop(load_image(source), 4) * 255).round().astype(np.uint8)
+            assert restored.shape == gt.shape
+            assert psnr(restored, gt, crop_border=4, test_y_channel=True) == pytest.approx(
+                record["psnr"], abs=1e-6
+            )
+
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == methods and float(rows[2]["psnr"]) == pytest.approx(
+        folder["bicubic"]["mean"]["psnr"]
+    )
+    with open(out / "per_image.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3 * 3
+    table = (out / "metrics.md").read_text()
+    assert "| method | folder psnr | folder ssim |" in table and all(f"| {m} |" in table for m in methods)
+    grids = sorted(p.name for p in (out / "grids" / "folder").iterdir())
+    assert grids == ["astronaut.png", "camera.png"]
+    grid = np.asarray(Image.open(out / "grids" / "folder" / "astronaut.png"))
+    assert grid.shape == (2 * 48 + 3 * 2, 5 * 64 + 6 * 2, 3)  # 2 rows (full, zoom) x (LQ, 3 outputs, GT)
+    assert list((out / "wandb").glob("offline-run-*")), "logger=wandb must leave an offline run"
+
+
+@pytest.mark.parametrize("scale,published", [(4, 28.42), (2, 33.66)])
+def test_bicubic_on_set5_matches_the_published_baseline(benchmarks_dir, tmp_path, scale, published):
+    cfg = eval_cfg(
+        "method=bicubic",
+        "task=sr",
+        f"scale={scale}",
+        "data=set5",
+        f"paths.benchmarks_dir={benchmarks_dir}",
+        f"output_dir={tmp_path}",
+        "save_images=false",
+        "grids=0",
+    )
+    results = evaluate(cfg)
+    assert results["datasets"]["set5"]["bicubic"]["mean"]["psnr"] == pytest.approx(published, abs=0.02)
+
+
+def test_eval_cli_smoke(benchmarks_dir, tmp_path):
+    """The real command line: Hydra's parsing of data=/paths. overrides, the printed table, exit code 0."""
+    proc = subprocess.run(
+        [sys.executable, "eval.py", "method=bicubic", "task=sr", "scale=4", "data=set5",
+         f"paths.benchmarks_dir={benchmarks_dir}", f"output_dir={tmp_path}", "grids=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "| bicubic | 28.43 | 0.8111 |" in proc.stdout
+    assert (tmp_path / "grids" / "set5" / "baby.png").is_file()
+    assert len(list((tmp_path / "images" / "set5" / "bicubic").glob("*.png"))) == 5
+
+
+def test_eval_reports_missing_weights_and_data_clearly(ckpts, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    lama = tmp_path / "lama"
+    lama.mkdir()
+    Image.fromarray(skimage.data.chelsea()[:32, :32]).save(lama / "cat.png")
+    Image.fromarray(np.pad(np.full((8, 8), 255, np.uint8), 12)).save(lama / "cat_mask000.png")
+    base = [
+        f"ckpt={ckpts['inpainting']}",
+        "data=places_eval",
+        f"data.places_eval.images={lama}",
+        f"output_dir={tmp_path}",
+    ]
+    with pytest.raises(UsageError) as err:  # the inpainting protocol needs LPIPS (VGG) and FID weights
+        evaluate(eval_cfg(*base))
+    message = str(err.value)
+    assert "vgg16-397923af.pth" in message and str(tmp_path / "empty_torch_home") in message
+    assert "metrics=[ssim]" in message
+
+    # without them: the LaMa layout (image + <name>_mask000.png in one folder) evaluates, holes composited
+    results = evaluate(eval_cfg(*base, "metrics=[psnr,ssim]", "method=identity"))
+    assert [r["name"] for r in results["datasets"]["places_eval"]["identity"]["per_image"]] == ["cat"]
+
+    with pytest.raises(UsageError, match=r"'urban100'.*Urban100/HR.*does not exist"):
+        evaluate(eval_cfg("method=bicubic", "task=sr", "data=urban100", f"paths.data_dir={tmp_path}"))
+    with pytest.raises(UsageError, match="data.root="):
+        evaluate(eval_cfg("method=bicubic", "task=sr", "data=folder"))
+    with pytest.raises(UsageError, match="baseline for deblur/inpainting"):
+        evaluate(eval_cfg("method=identity", "task=sr", "data=folder", f"data.root={lama}"))
+
+
+# --- infer ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """A folder with an RGB PNG, a greyscale JPEG, an RGBA PNG in a sub-folder and a 16-bit PNG."""
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "sub").mkdir()
+    Image.fromarray(skimage.data.astronaut()[:20, :28]).save(root / "rgb.png")
+    Image.fromarray(skimage.data.camera()[:18, :22]).save(root / "grey.jpg")
+    rgba = np.dstack([skimage.data.chelsea()[:16, :24], np.full((16, 24), 128, np.uint8)])
+    Image.fromarray(rgba).save(root / "sub" / "rgba.png")
+    cv2.imwrite(str(root / "deep.png"), (skimage.data.coffee()[:16, :16, ::-1].astype(np.uint16) * 257))
+    return root
+
+
+def test_infer_folder_and_file(ckpts, inputs, tmp_path):
+    written = infer(infer_cfg(f"ckpt={ckpts['sr']}", f"input={inputs}", f"output={tmp_path / 'all'}"))
+    names = sorted(p.relative_to(tmp_path / "all").as_posix() for p in written)
+    assert names == ["deep.png", "grey.png", "rgb.png", "sub/rgba.png"]
+    expected = {"rgb.png": (80, 112), "grey.png": (72, 88), "sub/rgba.png": (64, 96), "deep.png": (64, 64)}
+    for name, size in expected.items():
+        image = cv2.imread(str(tmp_path / "all" / name), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (*size, 3), name
+        assert image.dtype == (np.uint16 if name == "deep.png" else np.uint8), name
+
+    one = infer(infer_cfg(f"ckpt={ckpts['sr']}", f"input={inputs / 'rgb.png'}", f"output={tmp_path / 'one'}"))
+    assert one == [tmp_path / "one" / "rgb.png"]
+    tiled = infer(
+        infer_cfg(
+            f"ckpt={ckpts['sr']}",
+            f"input={inputs / 'rgb.png'}",
+            f"output={tmp_path / 'tiled'}",
+            "tile=8",
+            "tile_overlap=4",
+        )
+    )
+    assert np.asarray(Image.open(tiled[0])).shape == (80, 112, 3)
+
+
+def test_infer_is_reproducible_with_a_seed(ckpts, inputs, tmp_path):
+    def run(out: str, seed: int) -> bytes:
+        infer(
+            infer_cfg(
+                f"ckpt={ckpts['sr']}",
+                f"input={inputs / 'rgb.png'}",
+                f"output={tmp_path / out}",
+                f"seed={seed}",
+            )
+        )
+        return (tmp_path / out / "rgb.png").read_bytes()
+
+    first = run("a", 0)
+    assert run("b", 0) == first
+    assert run("c", 1) != first  # another start vector of the prior's diffusion
+
+
+def test_infer_inpainting_keeps_known_pixels(ckpts, tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    photo = skimage.data.astronaut()[100:124, 180:212]
+    Image.fromarray(photo).save(images / "face.png")
+    hole = np.zeros(photo.shape[:2], np.uint8)
+    hole[6:14, 10:20] = 255
+    Image.fromarray(hole).save(masks / "face_mask000.png")  # LaMa's naming
+    [path] = infer(
+        infer_cfg(
+            f"ckpt={ckpts['inpainting']}", f"input={images}", f"mask={masks}", f"output={tmp_path / 'out'}"
+        )
+    )
+    result = np.asarray(Image.open(path))
+    known = hole == 0
+    assert np.array_equal(result[known], photo[known])
+    assert not np.array_equal(
+        result[~known], np.zeros_like(result[~known])
+    )  # the hole is filled, not left black
+
+    with pytest.raises(UsageError, match="mask="):
+        infer(infer_cfg(f"ckpt={ckpts['inpainting']}", f"input={images}", f"output={tmp_path / 'x'}"))
+    Image.fromarray(photo).save(images / "other.png")
+    with pytest.raises(UsageError, match="no mask for image 'other'"):
+        infer(
+            infer_cfg(
+                f"ckpt={ckpts['inpainting']}", f"input={images}", f"mask={masks}", f"output={tmp_path / 'x'}"
+            )
+        )
+
+
+def test_infer_errors_name_the_problem(ckpts, inputs, tmp_path):
+    out = f"output={tmp_path / 'out'}"
+    with pytest.raises(UsageError, match="stage-1 checkpoint.*ground truth"):
+        infer(infer_cfg(f"ckpt={ckpts['sr_s1']}", f"input={inputs}", out))
+    with pytest.raises(UsageError, match=r"checkpoint .*missing\.ckpt.* does not exist"):
+        infer(infer_cfg(f"ckpt={tmp_path / 'missing.ckpt'}", f"input={inputs}", out))
+    with pytest.raises(UsageError, match=r"input .*nowhere.* does not exist"):
+        infer(infer_cfg(f"ckpt={ckpts['sr']}", f"input={tmp_path / 'nowhere'}", out))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="contains no images"):
+        infer(infer_cfg(f"ckpt={ckpts['sr']}", f"input={tmp_path / 'empty'}", out))
+    with pytest.raises(UsageError, match="overwrite the input"):
+        infer(infer_cfg(f"ckpt={ckpts['sr']}", f"input={inputs}", f"output={inputs}"))
+    with pytest.raises(UsageError, match="tile_overlap < tile"):
+        infer(infer_cfg(f"ckpt={ckpts['sr']}", f"input={inputs}", out, "tile=16", "tile_overlap=16"))

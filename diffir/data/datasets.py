@@ -280,36 +280,17 @@ class RestorationDataset(PatchDataset):
         self,
         sources: Sequence[ImageSource],
         degradation: Degradation,
-        patch_size: int | None = None,
-        scale: int = 1,
-        augment: bool = False,
-        repeat: int = 1,
-        size_multiple: int = 1,
-        center_crop: int | None = None,
-        small_images: Literal["pad", "error"] = "pad",
-        deterministic: bool | None = None,
-        seed: int = 0,
         cache: bool = False,
+        **kwargs: Any,
     ) -> None:
         if not sources:
             raise ValueError("a dataset needs at least one image")
-        deg_scale = getattr(degradation, "scale", 1)
+        scale, deg_scale = kwargs.get("scale", 1), getattr(degradation, "scale", 1)
         if deg_scale != scale:
             raise ValueError(
                 f"dataset scale={scale} but the degradation has scale={deg_scale}; set both alike"
             )
-        super().__init__(
-            sources,
-            patch_size=patch_size,
-            scale=scale,
-            augment=augment,
-            repeat=repeat,
-            size_multiple=size_multiple,
-            center_crop=center_crop,
-            small_images=small_images,
-            deterministic=deterministic,
-            seed=seed,
-        )
+        super().__init__(sources, **kwargs)
         self.degradation = degradation
         self.cache = cache
         self._decoded: dict[int, np.ndarray] = {}
@@ -422,33 +403,12 @@ class FolderDataset(RestorationDataset):
         self,
         root: str | Path,
         degradation: Degradation,
-        patch_size: int | None = None,
-        scale: int = 1,
-        augment: bool = False,
-        repeat: int = 1,
-        size_multiple: int = 1,
-        center_crop: int | None = None,
-        small_images: Literal["pad", "error"] = "pad",
         skip_bad_files: bool = False,
         verify_files: bool = False,
-        deterministic: bool | None = None,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        root, sources = scan_images(root, verify_files, skip_bad_files)
-        self.root = root
-        super().__init__(
-            sources,
-            degradation,
-            patch_size=patch_size,
-            scale=scale,
-            augment=augment,
-            repeat=repeat,
-            size_multiple=size_multiple,
-            center_crop=center_crop,
-            small_images=small_images,
-            deterministic=deterministic,
-            seed=seed,
-        )
+        self.root, sources = scan_images(root, verify_files, skip_bad_files)
+        super().__init__(sources, degradation, **kwargs)
 
 
 class SamplesDataset(RestorationDataset):

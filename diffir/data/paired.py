@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 
@@ -44,17 +44,10 @@ class PairedFolderDataset(PatchDataset):
         self,
         gt_root: str | Path,
         lq_root: str | Path,
-        patch_size: int | None = None,
         scale: int = 1,
-        augment: bool = False,
-        repeat: int = 1,
-        size_multiple: int = 1,
-        center_crop: int | None = None,
-        small_images: Literal["pad", "error"] = "pad",
         skip_bad_files: bool = False,
         verify_files: bool = False,
-        deterministic: bool | None = None,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
         self.gt_root, gt_sources = scan_images(gt_root, verify_files, skip_bad_files)
         self.lq_root, lq_sources = scan_images(lq_root, verify_files, skip_bad_files)
@@ -86,18 +79,7 @@ class PairedFolderDataset(PatchDataset):
                 )
             log.warning("skipping %d mismatched pair(s):\n  %s", len(problems), listing)
         self.lq_sources = [lq for _, lq in pairs]
-        super().__init__(
-            [gt for gt, _ in pairs],
-            patch_size=patch_size,
-            scale=scale,
-            augment=augment,
-            repeat=repeat,
-            size_multiple=size_multiple,
-            center_crop=center_crop,
-            small_images=small_images,
-            deterministic=deterministic,
-            seed=seed,
-        )
+        super().__init__([gt for gt, _ in pairs], scale=scale, **kwargs)
 
     def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, torch.Tensor | str]:
         """``key``: an index, or ``(index, sample_seed[, patch_size])`` (see ``PatchDataset._parse_key``)."""

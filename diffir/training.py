@@ -241,5 +241,6 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, directory: Path, offline: boo
         )
     if cfg.stage == 1:
         lines.append(f"  next: python train.py stage=2 name={cfg.name} (same task / model settings)")
-    print("\n".join(lines))
+    if trainer.is_global_zero:
+        print("\n".join(lines))
     return summary

@@ -158,7 +158,8 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
 def test_conventional_diffusion_ablation_uses_noise_prediction(tmp_path):
     run(tmp_path, "sr", 1)
     summary = run(tmp_path, "sr", 2, 2, "diffusion.objective=conventional", "diffusion.parameterization=eps")
-    metrics = (Path(summary["run_dir"]) / "csv" / "metrics.csv").read_text().splitlines()[0]
+    (log,) = (Path(summary["run_dir"]) / "csv").glob("*/metrics.csv")
+    metrics = log.read_text().splitlines()[0]
     assert "train/prior_noise_mse" in metrics and "train/prior," not in metrics + ","
 
 

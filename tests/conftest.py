@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DIFFIR_SHARED", REPO.parent / "shared"))
@@ -37,3 +38,12 @@ def official_refs() -> Path:
 @pytest.fixture
 def benchmarks_dir() -> Path:
     return shared_path("DIFFIR_BENCHMARKS", SHARED / "benchmarks", "the Set5/Set14 benchmark images")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are all per-operator overhead: one thread avoids thread barriers on a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

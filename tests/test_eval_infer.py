@@ -29,13 +29,7 @@ from diffir.models import build_model
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are all per-operator overhead: one thread avoids thread barriers on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_checkpoint(path: Path, task: str, stage: int, scale: int) -> Path:

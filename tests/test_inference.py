@@ -13,14 +13,7 @@ from diffir.data import bicubic_downsample
 from diffir.inference import estimate_prior, restore, restore_tiled, start_noise, tile_starts
 from diffir.models import DiffIRS2, build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are all per-operator overhead: one thread avoids thread barriers on a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(task: str = "sr", stage: int = 2, scale: int = 4) -> DiffIRS2:

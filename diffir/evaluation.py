@@ -77,7 +77,9 @@ def protocol(task: str, scale: int) -> dict[str, Any]:
     """The field's metric convention of a task (diffir-reference.md §5) as MetricSuite arguments: SR on the
     Y channel with ``scale`` border pixels cropped, deblurring on RGB, inpainting LaMa's SSIM/LPIPS(vgg)/FID."""
     return {
-        "metrics": ["ssim", "lpips", "fid"] if task == "inpainting" else ["psnr", "ssim"],
+        "metrics": {"inpainting": ["ssim", "lpips", "fid"], "sr": ["psnr", "ssim", "lpips"]}.get(
+            task, ["psnr", "ssim"]
+        ),
         "crop_border": scale if task == "sr" else 0,
         "test_y_channel": task == "sr",
         "lpips_net": "vgg" if task == "inpainting" else "alex",
@@ -293,23 +295,34 @@ def build_datasets(
 
 def build_metrics(
     cfg: DictConfig, task: str, scale: int, methods: list[Method], device: torch.device
-) -> tuple[dict[str, Any], dict[str, MetricSuite]]:
-    """The MetricSuite arguments and one suite per method, built before the long run so that missing
-    LPIPS / FID weights are reported at once, with the file to fetch."""
+) -> tuple[dict[str, Any], dict[str, MetricSuite], dict[str, str]]:
+    """The MetricSuite arguments, one suite per method, and the protocol metrics skipped for want of their
+    pretrained weights (name -> the message saying which file to fetch), all settled before the long run.
+
+    Metrics asked for explicitly (``metrics=[...]``) must be computable; the task's default protocol drops a
+    perceptual metric whose weights are not installed, says so loudly, and records it in the results.
+    """
     args = protocol(task, scale)
-    if cfg.metrics is not None:
+    explicit = cfg.metrics is not None
+    if explicit:
         args["metrics"] = list(_as_list(cfg.metrics))
     args["lpips_net"] = cfg.lpips_net or args["lpips_net"]
-    try:
-        return args, {m.name: MetricSuite(**args).to(device) for m in methods}
-    except MissingWeightsError as err:
-        heavy = [m for m in args["metrics"] if m in ("lpips", "fid")]
-        light = [m for m in args["metrics"] if m not in heavy] or ["psnr", "ssim"]
-        raise UsageError(
-            f"{err}\nOr evaluate without {'/'.join(heavy)}: metrics=[{','.join(light)}]"
-        ) from err
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+    skipped: dict[str, str] = {}
+    while True:
+        try:
+            return args, {m.name: MetricSuite(**args).to(device) for m in methods}, skipped
+        except MissingWeightsError as err:
+            missing = next(
+                (m for m in ("lpips", "fid") if m in args["metrics"] and m in str(err).lower()), None
+            )
+            light = [m for m in args["metrics"] if m not in ("lpips", "fid")] or ["psnr", "ssim"]
+            if explicit or missing is None or len(args["metrics"]) == 1:
+                raise UsageError(f"{err}\nOr evaluate without it: metrics=[{','.join(light)}]") from err
+            log.warning("%s is skipped: its pretrained weights are missing.\n%s", missing.upper(), err)
+            skipped[missing] = str(err)
+            args["metrics"] = [m for m in args["metrics"] if m != missing]
+        except ValueError as err:
+            raise UsageError(str(err)) from err
 
 
 # --- comparison grids -------------------------------------------------------------------------------------
@@ -514,12 +527,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     methods, task, scale = build_methods(cfg, device)
     datasets = build_datasets(cfg, task, scale, device)
-    metric_args, suites = build_metrics(cfg, task, scale, methods, device)
+    metric_args, suites, skipped = build_metrics(cfg, task, scale, methods, device)
     torch.manual_seed(cfg.seed)  # only models with reverse_noise draw during sampling
     results: dict[str, Any] = {
         "task": task,
         "scale": scale,
         "metrics": metric_args["metrics"],
+        "skipped_metrics": skipped,
         "protocol": {k: v for k, v in metric_args.items() if k != "metrics"},
         "device": str(device),
         "methods": [m.name for m in methods],
@@ -534,6 +548,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         results["datasets"][name] = evaluate_dataset(name, samples, methods, suites, cfg, device)
     table = write_results(results, Path(cfg.output_dir))
     print(table)
+    for metric in skipped:
+        print(
+            f"{metric.upper()} was not computed: its pretrained weights are missing (see the warning above)."
+        )
     log.info("results written to %s", cfg.output_dir)
     if "wandb" in cfg.logger:
         log_to_wandb(cfg, results)

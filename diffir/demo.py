@@ -21,7 +21,7 @@ from torchvision.utils import save_image
 from .checkpoint import load_model
 from .config import compose_config
 from .data import bicubic_upsample
-from .inference import restore, seeded_noise
+from .inference import restore, start_noise
 from .lit.images import panel, stack_rows
 from .models import DiffIRS1
 from .training import RunSetupError, train
@@ -40,7 +40,7 @@ def compare(
         lq, gt = batch["lq"], batch["gt"]
         outputs = {"bicubic": bicubic_upsample(lq, cfg.scale).clamp(0, 1)}
         for name, model in models.items():
-            noise = seeded_noise(model, 1, cfg.seed + index)
+            noise = start_noise(model, 1, cfg.seed + index)
             out = restore(
                 model, lq, gt=gt if isinstance(model, DiffIRS1) else None, noise=noise, scale=cfg.scale
             )

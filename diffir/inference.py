@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .models import DiffIRS1, DiffIRS2
+from .models import CPEN, DiffIRS1, DiffIRS2
 
 PriorMode = Literal["global", "per_tile"]
 
@@ -32,14 +32,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
         mode = "reflect" if min(x.shape[-2:]) > 1 else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     return x, (h, w)
-
-
-def seeded_noise(model: DiffIRS1 | DiffIRS2, batch_size: int, seed: int) -> torch.Tensor | None:
-    """The start vector of the reverse diffusion drawn from ``seed``, so a run can be reproduced (None when
-    the model samples nothing: stage 1, or stage 2 without diffusion)."""
-    if not isinstance(model, DiffIRS2) or model.diffusion is None:
-        return None
-    return torch.randn(batch_size, model.G.ipr_dim, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -75,26 +67,53 @@ def start_noise(
     reproducible; None for models without a diffusion (stage 1, the no-diffusion ablation)."""
     if not isinstance(model, DiffIRS2) or model.diffusion is None:
         return None
-    ipr_dim = model.condition.mlp[-2].out_features
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, ipr_dim, generator=generator).to(device)
+    return torch.randn(batch, model.condition.ipr_dim, generator=generator).to(device)
+
+
+@torch.no_grad()
+def condition_tiled(cpen: CPEN, lq: torch.Tensor, tile: int) -> torch.Tensor:
+    """CPEN_S2's output on a whole image, computed tile by tile: exact and with memory bounded by the tile.
+
+    The trunk before CPEN's global average pool is local (3×3 convolutions, zero-padded at the image border),
+    so each tile is run with a halo of its receptive radius, the halo's features are dropped and the core's
+    are summed; the sum over all tiles divided by the pixel count is the global pool.
+    """
+    x = cpen.network_input(lq)
+    trunk, halo = cpen.E[:-1], cpen.receptive_radius
+    h, w = x.shape[-2:]
+    total = None
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            top, left = max(0, y0 - halo), max(0, x0 - halo)
+            window = x[..., top : min(h, y1 + halo), left : min(w, x1 + halo)]
+            core = trunk(window)[..., y0 - top : y1 - top, x0 - left : x1 - left].sum(dim=(-2, -1))
+            total = core if total is None else total + core
+    return cpen.mlp(total / (h * w))
 
 
 @torch.no_grad()
 def estimate_prior(
-    model: DiffIRS2, lq: torch.Tensor, noise: torch.Tensor | None = None, max_side: int | None = None
+    model: DiffIRS2,
+    lq: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    max_side: int | None = None,
+    tile: int | None = None,
 ) -> torch.Tensor:
     """ẑ of a whole LQ image, padded as :func:`restore` pads it.
 
-    With ``max_side`` a larger image is first area-downscaled so its longer side is ``max_side``: the CPEN
-    then costs O(max_side²) memory instead of O(H·W), at the price of a prior seen at another resolution.
+    With ``tile`` the CPEN runs tile by tile (:func:`condition_tiled`): the same ẑ with memory bounded by
+    the tile. With ``max_side`` a larger image is first area-downscaled so its longer side is ``max_side``
+    (cheaper still, but the prior is then seen at another resolution).
     """
     h, w = lq.shape[-2:]
     if max_side is not None and max(h, w) > max_side:
         factor = max_side / max(h, w)
         lq = F.interpolate(lq, size=(max(1, round(h * factor)), max(1, round(w * factor))), mode="area")
     padded, _ = pad_to_multiple(lq, model.size_multiple)
-    return model.estimate_prior(padded, noise=noise)[-1]
+    c = condition_tiled(model.condition, padded, tile) if tile else None
+    return model.estimate_prior(padded, noise=noise, c=c)[-1]
 
 
 def check_tiling(tile: int, tile_overlap: int, prior: str = "global") -> None:
@@ -156,8 +175,9 @@ def restore_tiled(
     Tiles of ``tile`` LQ pixels overlap by ``tile_overlap``; each is padded to ``model.size_multiple`` like
     :func:`restore`, restored by ``model.G`` and blended into the output with a separable raised-cosine
     window, one tile at a time, so the DIRformer's memory is that of one tile whatever the image size.
-    ``prior="global"`` estimates ẑ once for the whole image and shares it across tiles (the CPEN then sees
-    the whole LQ, or a copy of at most ``prior_max_side`` pixels a side: see :func:`estimate_prior`);
+    ``prior="global"`` estimates ẑ once for the whole image and shares it across tiles (the CPEN also runs
+    tile by tile, exactly, so memory stays bounded; or on a copy of at most ``prior_max_side`` pixels a side:
+    see :func:`estimate_prior`);
     ``"per_tile"`` estimates one per tile (bounded CPEN memory too, but each tile is then restored under
     a different prior). ``noise`` is the diffusion's start vector (:func:`start_noise`).
     """
@@ -171,7 +191,7 @@ def restore_tiled(
     check_tiling(tile, tile_overlap, prior)
 
     h, w = lq.shape[-2:]
-    z = estimate_prior(model, lq, noise, prior_max_side) if prior == "global" else None
+    z = estimate_prior(model, lq, noise, prior_max_side, tile=tile) if prior == "global" else None
     ys, xs = tile_starts(h, tile, tile_overlap), tile_starts(w, tile, tile_overlap)
     wy, norm_y = _axis_weights(ys, h, tile, tile_overlap * scale, scale, lq)
     wx, norm_x = _axis_weights(xs, w, tile, tile_overlap * scale, scale, lq)

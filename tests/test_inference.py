@@ -112,7 +112,9 @@ def test_tiled_agrees_with_untiled_under_the_shared_prior(photo_runs):
 def test_global_prior_is_shared_and_per_tile_priors_differ(photo_runs):
     shared, own = photo_runs["global_priors"], photo_runs["per_tile_priors"]
     assert len(shared) == len(own) == 2 * 3  # 48 x 64 in 32-px tiles with 16 overlap
-    assert all(torch.equal(z, photo_runs["prior"]) for z in shared)
+    # one prior for all tiles; equal to the whole-image CPEN's up to float summation order (tiled CPEN)
+    assert all(torch.equal(z, shared[0]) for z in shared)
+    torch.testing.assert_close(shared[0], photo_runs["prior"], atol=1e-5, rtol=1e-5)
     assert all(not torch.allclose(z, photo_runs["prior"], atol=1e-6) for z in own)
     assert len({tuple(z.flatten().tolist()) for z in own}) == len(own)
     assert not torch.equal(photo_runs["per_tile"], photo_runs["global"])
@@ -129,11 +131,11 @@ def test_odd_sizes_return_their_size(task, scale, size):
 
 
 def test_memory_is_bounded_by_the_tile(sr_model):
-    """Every DIRformer call sees one padded tile, and with prior_max_side the CPEN sees a bounded copy:
-    no activation of the image's size is ever computed (the output buffer aside)."""
+    """Every DIRformer call sees one padded tile, and the CPEN trunk one tile plus its halo (or, with
+    prior_max_side, a bounded copy): no activation of the image's size is ever computed (the output aside)."""
     lq = torch.rand(1, 3, 72, 100)
     g_calls, g_handle = record_calls(sr_model.G)
-    c_calls, c_handle = record_calls(sr_model.condition)
+    c_calls, c_handle = record_calls(sr_model.condition.E[0])
     try:
         out = restore_tiled(sr_model, lq, tile=40, tile_overlap=8, scale=4, prior_max_side=24)
     finally:
@@ -145,6 +147,14 @@ def test_memory_is_bounded_by_the_tile(sr_model):
     assert [tuple(shape[-2:]) for shape, _ in c_calls] == [
         (24, 24)
     ]  # 72x100 area-downscaled to 17x24, padded
+
+    c_calls, c_handle = record_calls(sr_model.condition.E[0])
+    try:
+        restore_tiled(sr_model, lq, tile=40, tile_overlap=8, scale=4)
+    finally:
+        c_handle.remove()
+    bound = 40 + 2 * sr_model.condition.receptive_radius
+    assert len(c_calls) > 1 and all(max(shape[-2:]) <= bound for shape, _ in c_calls)
 
 
 def test_stage1_and_bad_arguments_are_refused(sr_model):
@@ -162,3 +172,18 @@ def test_start_noise_is_seeded(sr_model):
     assert not torch.equal(start_noise(sr_model, 1, seed=3), start_noise(sr_model, 1, seed=4))
     assert start_noise(sr_model, 1, seed=0).shape == (1, 4 * model_preset("sr", "tiny")["n_feats"])
     assert start_noise(tiny("sr", 1, 4), 1, seed=0) is None
+
+
+@pytest.mark.parametrize("task,scale", [("sr", 4), ("sr", 2), ("deblur", 1), ("inpainting", 1)])
+def test_tiled_cpen_gives_the_whole_image_prior(task, scale):
+    """CPEN run tile by tile (with its receptive-radius halo) equals CPEN on the whole image."""
+    from diffir.inference import condition_tiled
+
+    torch.manual_seed(0)
+    model = build_model(task, 2, scale, **{**model_preset(task, "tiny"), "n_encoder_res": 3}).eval()
+    lq = torch.rand(1, 4 if task == "inpainting" else 3, 72, 88)
+    with torch.no_grad():
+        whole = model.condition(lq)
+        tiled = condition_tiled(model.condition, lq, tile=8)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-5)
+    assert model.condition.receptive_radius == 1 + 2 * 3 + 3

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import model_record
-from ..inference import restore, seeded_noise
+from ..inference import restore, start_noise
 from ..models import DiffIRS1, DiffIRS2
 from .images import log_panels, panel
 
@@ -160,8 +160,8 @@ class RestorationModule(L.LightningModule):
     ) -> torch.Tensor:
         """Any-size restoration; stage 2 starts its reverse diffusion from a noise vector seeded by the image
         index, so validation scores do not change between evaluations of the same weights."""
-        noise = seeded_noise(net, lq.shape[0], self.seed + index)
-        return restore(net, lq, gt=gt, noise=None if noise is None else noise.to(lq), scale=self.scale)
+        noise = start_noise(net, lq.shape[0], self.seed + index, lq.device)
+        return restore(net, lq, gt=gt, noise=noise, scale=self.scale)
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -70,11 +70,25 @@ class CPEN(nn.Module):
     def is_stage1(self) -> bool:
         return self.gt_unshuffle is not None
 
-    def forward(self, lq: torch.Tensor, gt: torch.Tensor | None = None) -> torch.Tensor:
-        """Return the IPR (B, 4·n_feats) of ``lq`` (and ``gt`` for the stage-1 variant)."""
+    def network_input(self, lq: torch.Tensor, gt: torch.Tensor | None = None) -> torch.Tensor:
+        """The pixel-unshuffled (LQ[, GT]) stack the trunk ``E`` sees, LQ part first."""
         parts = [nn.functional.pixel_unshuffle(lq, self.lq_unshuffle)]
         if self.is_stage1:
             if gt is None:
                 raise ValueError("CPEN_S1 extracts the prior from the LQ *and* the GT: pass gt")
             parts.append(nn.functional.pixel_unshuffle(gt, self.gt_unshuffle))
-        return self.mlp(self.E(torch.cat(parts, dim=1)).flatten(1))
+        return torch.cat(parts, dim=1)
+
+    @property
+    def ipr_dim(self) -> int:
+        """Length of the prior vector (4·n_feats)."""
+        return self.mlp[-2].out_features
+
+    @property
+    def receptive_radius(self) -> int:
+        """How far (in trunk-input pixels) a feature before the global pool sees: one per 3×3 conv."""
+        return sum(1 for m in self.E.modules() if isinstance(m, nn.Conv2d))
+
+    def forward(self, lq: torch.Tensor, gt: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the IPR (B, 4·n_feats) of ``lq`` (and ``gt`` for the stage-1 variant)."""
+        return self.mlp(self.E(self.network_input(lq, gt)).flatten(1))

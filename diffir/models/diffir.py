@@ -69,13 +69,15 @@ class DiffIRS2(nn.Module):
         lq: torch.Tensor,
         z_teacher: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        c: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """The prior chain for ``lq``; its last element is ẑ.
 
         With ``z_teacher`` this is the training chain (from ``z_teacher`` diffused to step T-1 with ``noise``);
-        without, the sampling chain from ``noise`` (a standard Gaussian when None).
+        without, the sampling chain from ``noise`` (a standard Gaussian when None). ``c`` is CPEN_S2's output
+        when the caller computed it already (e.g. tile by tile).
         """
-        c = self.condition(lq)
+        c = self.condition(lq) if c is None else c
         if self.diffusion is None:
             return [c]
         if z_teacher is not None:

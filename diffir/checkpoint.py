@@ -59,9 +59,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name and the likely cause
+        detail = str(err)
+        if "WeightsUnpickler error:" in detail:  # torch's message is a page of advice; keep its reason
+            detail = detail.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {err}. It must be a PyTorch file made of tensors and plain "
-            "containers (this project's .ckpt / model file, or an official DiffIR .pth)"
+            f"cannot read checkpoint {path} ({detail or type(err).__name__}): it must be a PyTorch file of tensors "
+            "and plain containers (this project's .ckpt or model file, or an official DiffIR .pth); files that "
+            "need arbitrary code to load are refused on purpose"
         ) from err
 
 

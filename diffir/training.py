@@ -96,6 +96,12 @@ def configure_wandb(cfg: DictConfig) -> bool:
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     """Instantiate and set up the data at once, so a missing or broken dataset stops the run before training."""
+    missing = [key for key in cfg.data if OmegaConf.is_missing(cfg.data, key)]
+    if missing:
+        raise RunSetupError(
+            f"data={cfg.data.name} needs {', '.join(f'data.{k}=<...>' for k in missing)} "
+            f"(e.g. data.root=<directory of images>)"
+        )
     datamodule = instantiate(cfg.data.module, _convert_="object")
     try:
         datamodule.setup("fit")
@@ -106,6 +112,8 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
             f"dataset '{cfg.data.name}' is not available: {err}{hint}\n"
             "  or train on the bundled sample photos: data=samples, or on any folder: data=folder data.root=<dir>"
         ) from err
+    except (OSError, ValueError) as err:  # unreadable files, mismatched pairs, images smaller than the patch
+        raise RunSetupError(f"dataset '{cfg.data.name}': {err}") from err
     return datamodule
 
 

@@ -270,3 +270,13 @@ def test_bad_inputs_stop_the_run_at_start_with_the_culprit_named(tmp_path):
     not_a_checkpoint = folder / "good.png"
     with pytest.raises(RunSetupError, match=r"cannot read checkpoint .*good\.png"):
         train(compose_config(overrides(tmp_path, "sr", 2, 2, f"stage1_ckpt={not_a_checkpoint}")))
+
+
+def test_several_loggers_at_once(tmp_path, monkeypatch):
+    """logger=many: W&B (offline), CSV and TensorBoard all receive the run."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_config([*(o for o in overrides(tmp_path, "sr", 1, 1) if o != "logger=csv"), "logger=many"])
+    run_dir = Path(train(cfg)["run_dir"])
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert list((run_dir / "csv").glob("*/metrics.csv"))
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))

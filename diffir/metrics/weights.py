@@ -26,14 +26,22 @@ def hub_checkpoints_dir() -> Path:
 
 
 def require_hub_checkpoint(
-    filename: str, url: str, how_to: str, what: str, alternatives: Sequence[str] = ()
+    filename: str,
+    url: str,
+    how_to: str,
+    what: str,
+    alternatives: Sequence[str] = (),
+    directory: Path | None = None,
 ) -> Path:
     """Return the cached path of ``filename`` (or of the first present ``alternatives`` name).
 
-    Raises :class:`MissingWeightsError` naming the file, the cache directory, the download URL and
-    ``how_to`` (a command that fills the cache on a machine with internet) when none is present.
+    ``directory`` defaults to the torch hub cache; other libraries keep their own folders under
+    ``$TORCH_HOME`` (LaMa: ``$TORCH_HOME/ade20k/...``). Raises a one-line :class:`MissingWeightsError` naming
+    the file, the directory, the download URL and ``how_to`` (a command that fills the cache on a machine with
+    internet) when none is present.
     """
-    directory = hub_checkpoints_dir()
+    where = "the torch hub cache directory" if directory is None else "the directory"
+    directory = hub_checkpoints_dir() if directory is None else Path(directory)
     for name in (filename, *alternatives):
         if (directory / name).is_file():
             return directory / name
@@ -41,8 +49,7 @@ def require_hub_checkpoint(
         f" (or the same weights saved as {', '.join(repr(a) for a in alternatives)})" if alternatives else ""
     )
     raise MissingWeightsError(
-        f"{what} needs the pretrained weight file '{filename}'{also} in the torch hub cache directory "
-        f"{directory} ($TORCH_HOME/hub/checkpoints), but it is not there and nothing can be downloaded on "
-        f"this machine. On a machine with internet run\n    {how_to}\nor download {url}\n"
-        f"then copy the file to {directory / filename} (set TORCH_HOME to use another cache directory)."
+        f"{what} needs the pretrained weight file '{filename}'{also} in {where} {directory}, but it is not "
+        f"there and nothing can be downloaded on this machine: on a machine with internet run `{how_to}` or "
+        f"download {url}, then copy the file to {directory / filename} (TORCH_HOME moves the cache root)."
     )

@@ -5,6 +5,7 @@ from .cpen import CPEN
 from .diffir import DiffIRS1, DiffIRS2
 from .diffusion import Denoiser, IPRDiffusion
 from .dirformer import DIRformer
+from .discriminators import NLayerDiscriminator, UNetDiscriminatorSN
 from .factory import TASKS, TaskLayout, build_model, task_layout
 
 __all__ = [
@@ -18,8 +19,10 @@ __all__ = [
     "DiffIRS2",
     "IPRDiffusion",
     "LayerNorm",
+    "NLayerDiscriminator",
     "TaskLayout",
     "TransformerBlock",
+    "UNetDiscriminatorSN",
     "build_model",
     "task_layout",
 ]

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-fast lint
 
 setup: $(VENV)/.installed
 
@@ -16,8 +16,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: setup
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m diffir.demo
 
-test: setup
+test: setup  # the full suite, as CI runs it
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m pytest
+
+test-fast: setup  # the edit-test loop: everything but the end-to-end (slow) tests
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m pytest -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check diffir tests bench *.py

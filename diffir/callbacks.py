@@ -1,48 +1,109 @@
-"""Callbacks and plugins for training runs: a step-based progress bar and atomic checkpoint writes."""
+"""Callbacks and plugins for training runs: a step-based progress bar, a parameter summary, and checkpoint
+files written atomically and read safely."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelSummary,
+    ProgressBar,
+    TQDMProgressBar,
+)
 
-from .checkpoint import atomic_save
+from .checkpoint import atomic_save, read_checkpoint
+
+log = logging.getLogger("diffir")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temporary file and rename it: a killed run never leaves a truncated file."""
+    """Write checkpoints to a temporary file and rename it (a killed run never leaves a truncated file), and
+    read them with :func:`read_checkpoint` (``weights_only``: resuming from a downloaded file cannot run code;
+    a refused or broken file is a one-line :class:`CheckpointError`)."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
         atomic_save(checkpoint, path)
 
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return read_checkpoint(path)
+
 
 class StepProgressBar(TQDMProgressBar):
-    """Training runs are counted in iterations: the bar shows ``step/max_steps``, losses and speed."""
+    """Training runs are counted in iterations: one bar ``train: step/max_steps`` with losses and speed, drawn
+    once per update (a log file that is not a terminal gets one line per refresh)."""
 
-    def init_train_tqdm(self):  # noqa: ANN201 - tqdm type
-        bar = super().init_train_tqdm()
-        bar.set_description("train")
-        return bar
+    @property
+    def train_description(self) -> str:
+        return "train"
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
-        super().on_train_epoch_start(trainer)
-        self.train_progress_bar.reset(total=trainer.max_steps)
-        self.train_progress_bar.initial = trainer.global_step
-        self.train_progress_bar.n = trainer.global_step
-        self.train_progress_bar.set_description("train")
+        bar = self.train_progress_bar  # Lightning's version would reset it to the epoch's batches, "Epoch 0"
+        bar.total = trainer.max_steps
+        bar.initial = bar.n = trainer.global_step
+        bar.refresh()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         n = trainer.global_step
         if self._should_update(n, self.train_progress_bar.total):
             self.train_progress_bar.n = n
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             self.train_progress_bar.refresh()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass  # the bar spans the whole run; Lightning's would redraw it here and again when it closes
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+
+class ParameterSummary(ModelSummary):
+    """The parameters of each part of the training module (net, EMA copy, teacher, ...), trainable and total.
+
+    It replaces Lightning's table, whose FLOPs column reads 0 (the module has no ``example_input_array``);
+    ``python -m diffir.summary`` counts the MACs of each component at a stated input size.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        rows = [("part", "type", "parameters", "trainable")]
+        for name, module in pl_module.named_children():
+            params = list(module.parameters())
+            trainable = sum(p.numel() for p in params if p.requires_grad)
+            rows.append(
+                (name, type(module).__name__, f"{sum(p.numel() for p in params):,}", f"{trainable:,}")
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in rows
+        ]
+        lines.insert(1, "-" * len(lines[0]))
+        log.info("\n%s\n(MACs per component: python -m diffir.summary)", "\n".join(lines))
+
+
+def usable_callbacks(
+    callbacks: Sequence[Callback], *, has_logger: bool, progress_bar: bool, model_summary: bool
+) -> list[Callback]:
+    """Drop the callbacks a run's settings switch off, instead of letting Lightning refuse the run:
+    ``logger=none`` (no learning-rate monitor), ``trainer.enable_progress_bar=false``,
+    ``trainer.enable_model_summary=false``."""
+    unusable: tuple[type, ...] = (
+        *(() if has_logger else (LearningRateMonitor,)),
+        *(() if progress_bar else (ProgressBar,)),
+        *(() if model_summary else (ModelSummary,)),
+    )
+    return [c for c in callbacks if not isinstance(c, unusable)]

@@ -8,13 +8,14 @@ A *model file* is ``{"format": "diffir-model", "version": 1, "config": <build_mo
 from __future__ import annotations
 
 import os
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import build_from_config
+from .io import atomic_writer
 from .models import DiffIRS1, DiffIRS2
 
 FORMAT = "diffir-model"
@@ -25,20 +26,58 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used, with the reason and what to do."""
 
 
+TMP_PATTERN = ".*.tmp"  # atomic_save's temporary files: ``.<name>.<random>.tmp``
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same directory, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:  # .<name>.<random>.tmp beside it: what remove_partial_saves looks for
+        torch.save(obj, f)
+
+
+def remove_partial_saves(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed ``atomic_save`` left in ``directory``; returns them.
+
+    Only safe while no other process saves there: training calls it while holding the run folder's lock.
+    """
+    stale = [p for p in Path(directory).glob(TMP_PATTERN) if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def load_error_summary(err: RuntimeError, width: int = 160) -> str:
+    """``load_state_dict``'s error in one line: its header, the first difference, and the counts.
+
+    torch lists every differing tensor (~100 lines when a model preset differs); the first one and the totals
+    are enough to see which setting differs.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) <= 2:
+        return " ".join(lines)
+    first = lines[1] if len(lines[1]) <= width else lines[1][: width - 1] + "…"
+    sizes = sum(line.startswith("size mismatch") for line in lines)
+    keys = {
+        kind: sum(line.count('"') // 2 for line in lines if line.startswith(kind))
+        for kind in ("Missing", "Unexpected")
+    }
+    total = f"{sizes} size mismatches, {keys['Missing']} missing and {keys['Unexpected']} unexpected tensors"
+    return f"{lines[0]} {first} (in all: {total})"
+
+
+def _load_failure_reason(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line, without torch's advice to load unsafely.
+
+    torch's refusal is a page whose wording changes between versions; only its reason is kept: the pickled
+    class it met (``GLOBAL <name>``), or else its last line that does not mention ``weights_only``.
+    """
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds pickled Python objects ({found.group(1)}), which could run code when loaded"
+    lines = [line.strip() for line in text.split("error:")[-1].splitlines() if line.strip()]
+    reasons = [line for line in lines if not re.search(r"weights.only|documentation", line, re.IGNORECASE)]
+    return reasons[0] if reasons else type(err).__name__
 
 
 def model_record(config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -59,11 +98,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name and the likely cause
-        detail = str(err)
-        if "WeightsUnpickler error:" in detail:  # torch's message is a page of advice; keep its reason
-            detail = detail.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({detail or type(err).__name__}): it must be a PyTorch file of tensors "
+            f"cannot read checkpoint {path} ({_load_failure_reason(err)}): it must be a PyTorch file of tensors "
             "and plain containers (this project's .ckpt or model file, or an official DiffIR .pth); files that "
             "need arbitrary code to load are refused on purpose"
         ) from err
@@ -91,5 +127,7 @@ def load_model(path: str | os.PathLike) -> tuple[DiffIRS1 | DiffIRS2, dict[str, 
     try:
         model.load_state_dict(record["state_dict"], strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match the model its config describes: {err}") from err
+        raise CheckpointError(
+            f"{path}: weights do not match the model its config describes: {load_error_summary(err)}"
+        ) from err
     return model.eval(), dict(record["config"])

@@ -21,17 +21,23 @@ from torchvision.utils import save_image
 from .checkpoint import load_model
 from .config import compose_config
 from .data import bicubic_upsample
+from .evaluation.grids import comparison_grid, stack
+from .evaluation.report import markdown_table
 from .inference import restore, start_noise
-from .lit.images import panel, stack_rows
 from .models import DiffIRS1
 from .training import RunSetupError, train
+
+STAGE1, STAGE2 = "DiffIR stage 1 (oracle: prior from GT)", "DiffIR stage 2"
+COLUMNS = {"bicubic": "bicubic", STAGE1: "stage 1 (oracle)", STAGE2: "stage 2"}
+CELL_WIDTH = 240  # every photo's cells are this wide, so the rows of the comparison align
 
 
 @torch.no_grad()
 def compare(
     cfg: DictConfig, checkpoints: dict[str, Path]
-) -> tuple[dict[str, dict[str, float]], torch.Tensor]:  # noqa: E501
-    """Score bicubic and each checkpoint on the validation photos; returns the table and a comparison grid."""
+) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
+    """Score bicubic and each checkpoint on the validation photos; returns the table and a comparison grid:
+    one row per photo, columns LQ | bicubic | stage 1 | stage 2 | GT labelled with each image's PSNR."""
     dataset = instantiate(cfg.data.module.val, _convert_="object")
     models = {name: load_model(path)[0] for name, path in checkpoints.items()}
     suites = {name: instantiate(cfg.metrics, _convert_="object") for name in ["bicubic", *models]}
@@ -45,19 +51,13 @@ def compare(
                 model, lq, gt=gt if isinstance(model, DiffIRS1) else None, noise=noise, scale=cfg.scale
             )
             outputs[name] = out.clamp(0, 1)
+        labels = ["LQ"]
         for name, out in outputs.items():
             suites[name].update(out, gt, names=list(batch["name"]))
-        rows.append(panel(lq, list(outputs.values()), gt))
+            labels.append(f"{COLUMNS.get(name, name)} {suites[name].per_image()[-1]['psnr']:.2f} dB")
+        rows.append(comparison_grid(lq, list(outputs.values()), gt, CELL_WIDTH, [*labels, "GT"], zoom=False))
     table = {name: suite.compute() for name, suite in suites.items()}
-    return table, stack_rows(rows)
-
-
-def format_table(table: dict[str, dict[str, float]]) -> str:
-    metrics = list(next(iter(table.values())))
-    lines = ["| method | " + " | ".join(m.upper() for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for name, values in table.items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
-    return "\n".join(lines)
+    return table, stack(rows)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -70,12 +70,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except RunSetupError as err:
         sys.exit(f"error: {err}")
     checkpoints = {
-        "DiffIR stage 1 (oracle: prior from GT)": Path(summaries[1]["last_checkpoint"]),
-        "DiffIR stage 2": Path(summaries[2]["last_checkpoint"]),
+        STAGE1: Path(summaries[1]["last_checkpoint"]),
+        STAGE2: Path(summaries[2]["last_checkpoint"]),
     }
     table, grid = compare(cfg, checkpoints)
     out_dir = Path(cfg.paths.experiments_dir) / cfg.name
-    text = format_table(table)
+    metrics = list(next(iter(table.values())))
+    text = markdown_table(["method", *metrics], [[name, *values.values()] for name, values in table.items()])
     print(
         f"\nHeld-out sample photos, SR x{cfg.scale} ({'Y channel, ' if cfg.metrics.test_y_channel else ''}"
         f"{cfg.metrics.crop_border}-pixel border cropped):\n{text}"
@@ -83,9 +84,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out_dir / "results.md").write_text(text + "\n")
     (out_dir / "results.json").write_text(json.dumps(table, indent=2))
     save_image(grid, out_dir / "comparison.png")
-    print(
-        f"saved {out_dir / 'results.md'} and {out_dir / 'comparison.png'} (LQ | bicubic | stage 1 | stage 2 | GT)"
-    )
+    columns = "LQ | bicubic | stage 1 | stage 2 | GT, with PSNR"
+    print(f"saved {out_dir / 'results.md'} and {out_dir / 'comparison.png'} ({columns})")
     return table
 
 

@@ -241,6 +241,46 @@ def test_truncated_file_is_reported_at_construction_or_skipped(folder: Path, cap
     assert "broken.png" in caplog.text
 
 
+def _corrupt_middle(jpeg: bytes, junk: bytes) -> bytes:
+    """The JPEG with bytes in the middle of its entropy-coded data replaced; its end marker stays intact."""
+    middle = len(jpeg) // 2
+    return jpeg[:middle] + junk + jpeg[middle + len(junk) :]
+
+
+def test_verify_files_decodes_each_file_once_and_catches_a_garbled_jpeg(tmp_path, monkeypatch) -> None:
+    """The default start-up check reads headers and end markers only: a JPEG garbled in the middle passes it
+    (and would fail when first loaded, mid-training). ``verify_files`` decodes every file, once: a second
+    scan decodes only new or changed files."""
+    import diffir.io
+
+    monkeypatch.setenv("DIFFIR_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name, photo in (("a", data.astronaut()), ("b", data.coffee())):
+        Image.fromarray(photo[:96, :128]).save(root / f"{name}.jpg", quality=90)
+    good = (root / "a.jpg").read_bytes()
+    junk = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    (root / "garbled.jpg").write_bytes(_corrupt_middle(good, junk))
+    assert (root / "garbled.jpg").read_bytes()[-2:] == b"\xff\xd9"
+    degradation = SRDegradation(2)
+
+    assert len(FolderDataset(root, degradation, scale=2)) == 3  # the cheap check cannot see it
+    with pytest.raises(OSError, match=r"(?s)1 unreadable image.*garbled\.jpg: OSError: broken data stream"):
+        FolderDataset(root, degradation, scale=2, verify_files=True)
+    ds = FolderDataset(root, degradation, scale=2, verify_files=True, skip_bad_files=True)
+    assert sorted(s.name for s in ds.sources) == ["a", "b"]
+
+    decoded = []
+    decode = diffir.io._decode_rgb
+    monkeypatch.setattr(diffir.io, "_decode_rgb", lambda p: decoded.append(Path(p).name) or decode(p))
+    (root / "garbled.jpg").unlink()
+    FolderDataset(root, degradation, scale=2, verify_files=True)
+    assert decoded == []  # both decoded before, unchanged
+    (root / "b.jpg").write_bytes((root / "b.jpg").read_bytes() + b"\0")  # changed size
+    FolderDataset(root, degradation, scale=2, verify_files=True)
+    assert decoded == ["b.jpg"]
+
+
 def test_missing_or_empty_root_names_the_directory(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_dir"
     with pytest.raises(FileNotFoundError, match="no_such_dir") as err:

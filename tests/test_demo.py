@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from diffir.checkpoint import atomic_save, model_record
+from diffir.config import compose_config, model_config, model_preset
+from diffir.demo import CELL_WIDTH, compare
 from diffir.demo import main as demo
+from diffir.evaluation.grids import LABEL_HEIGHT, PAD
+from diffir.models import build_model
 
 
 @pytest.mark.slow
@@ -17,3 +23,37 @@ def test_demo_beats_bicubic(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| bicubic |" in out and "DiffIR stage 2" in out
     assert (tmp_path / "demo" / "results.md").is_file() and (tmp_path / "demo" / "comparison.png").is_file()
+
+
+def test_comparison_rows_are_labelled_and_aligned(tmp_path, one_thread):
+    """chelsea (300x451) and coffee (400x600) differ in width: every row is CELL_WIDTH per cell, no gap."""
+    cfg = compose_config(["experiment=demo", "stage=2"])
+    ckpts = {}
+    for stage in (1, 2):
+        arch = model_preset("sr", "tiny")
+        model = build_model("sr", stage, 4, **arch)
+        ckpts[f"stage {stage}"] = tmp_path / f"s{stage}.pt"
+        atomic_save(
+            model_record(model_config("sr", stage, 4, arch, {"enabled": True}), model.state_dict()),
+            ckpts[f"stage {stage}"],
+        )
+    table, grid = compare(cfg, ckpts)
+    assert list(table) == ["bicubic", "stage 1", "stage 2"]
+    columns = 5  # LQ | bicubic | stage 1 | stage 2 | GT
+    assert grid.shape[-1] == columns * (CELL_WIDTH + PAD) + PAD
+    heights = [round(h * CELL_WIDTH / w) for h, w in ((300, 448), (400, 600))]  # mod-cropped to the scale
+    assert grid.shape[-2] == sum(LABEL_HEIGHT + h + 3 * PAD for h in heights)
+    image = grid.permute(1, 2, 0).numpy()
+    top = 0
+    for h in heights:
+        label, photo = (
+            image[top + PAD : top + PAD + LABEL_HEIGHT],
+            image[top + LABEL_HEIGHT + 2 * PAD : top + LABEL_HEIGHT + 2 * PAD + h],
+        )
+        for c in range(columns):
+            x = PAD + c * (CELL_WIDTH + PAD)
+            assert (label[:, x : x + CELL_WIDTH] < 0.4).any(), f"column {c} has no label"
+            assert np.ptp(photo[:, x + CELL_WIDTH - 4 : x + CELL_WIDTH]) > 0.1, (
+                f"column {c} is blank at its right edge"
+            )
+        top += LABEL_HEIGHT + h + 3 * PAD

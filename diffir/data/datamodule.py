@@ -9,7 +9,7 @@ import hydra
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from diffir.data.sampler import StepBatchSampler
+from diffir.data.sampler import ShardSampler, StepBatchSampler
 
 DatasetSpec = Dataset | Mapping[str, Any]
 
@@ -32,7 +32,8 @@ class RestorationDataModule(LightningDataModule):
     shuffled full batches of ``batch_size``: epoch-wise ``shuffle`` + ``drop_last`` by default, or, with
     ``max_steps``, a ``StepBatchSampler`` whose batch at each step depends only on ``(seed, step, rank)`` (so
     a resumed run sees the same data as an uninterrupted one; it starts at the trainer's ``global_step``).
-    The val loader keeps order and uses ``val_batch_size`` (default 1: validation images differ in size).
+    The val loader keeps order and uses ``val_batch_size`` (default 1: validation images differ in size);
+    under DDP each process validates its own shard (``ShardSampler``).
     """
 
     def __init__(
@@ -107,4 +108,10 @@ class RestorationDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []  # no validation set: Lightning skips validation
-        return self._loader(self.val_set, batch_size=self.val_batch_size, shuffle=False)
+        trainer = self.trainer
+        sampler = (
+            ShardSampler(len(self.val_set), trainer.global_rank, trainer.world_size)
+            if trainer is not None and trainer.world_size > 1
+            else None
+        )
+        return self._loader(self.val_set, batch_size=self.val_batch_size, shuffle=False, sampler=sampler)

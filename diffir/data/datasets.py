@@ -14,25 +14,21 @@ identical every epoch and run.
 from __future__ import annotations
 
 import logging
-import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import skimage
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from diffir.data.degradations import Degradation
+from diffir.io import IMAGE_EXTENSIONS, DecodeCheck, list_images, read_header, read_rgb, to_float
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 
 # scikit-image's bundled colour photos (no download needed), by skimage.data function name.
 SKIMAGE_PHOTOS = {
@@ -67,82 +63,6 @@ class ImageSource:
     path: Path
     name: str
     size: tuple[int, int]
-
-
-# The bytes that end a complete file; a truncated download or copy lacks them.
-_END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9"}
-
-
-def _has_end_marker(path: str | Path, image_format: str | None) -> bool:
-    """Whether a PNG / JPEG file ends with its end marker (a few trailing bytes tolerated); other formats: True."""
-    marker = _END_MARKERS.get(image_format or "")
-    if marker is None:
-        return True
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 64))
-        return marker in f.read()
-
-
-def read_header(path: str | Path, verify: bool = False) -> tuple[int, int]:
-    """(height, width) from the file header, plus a cheap completeness check.
-
-    ``verify`` runs PIL's integrity check (it reads the whole file). Otherwise only the last bytes are read:
-    a PNG or JPEG without its end marker (truncated) is decoded, which raises if it is really broken.
-    """
-    with Image.open(path) as img:
-        width, height = img.size
-        if verify:
-            img.verify()
-        elif not _has_end_marker(path, img.format):
-            img.load()
-    return height, width
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode to an RGB ``H x W x 3`` array in the file's own precision (uint8, uint16 or float32)."""
-    with Image.open(path) as img:
-        rawmode = img.tile[0][3] if img.tile else ""  # decoder args: "RGB;16B" or ("RGB;16N", ...)
-        if img.mode in ("RGB", "RGBA") and ";16" in str(rawmode):
-            # 16-bit colour PNG/TIFF: PIL would truncate to 8 bits, OpenCV keeps 16 (as BGR[A]).
-            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if arr is None:
-                raise OSError(f"OpenCV could not decode the 16-bit image {path}")
-            return np.ascontiguousarray(arr[..., 2::-1])
-        if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit greyscale
-            arr = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
-        elif img.mode == "F":
-            arr = np.clip(np.asarray(img, np.float32), 0, 1)
-        else:  # 1, L, LA, P, PA, RGBA, CMYK, YCbCr, ...: 8-bit RGB, alpha dropped (as PIL and cv2.imread do)
-            if img.mode in ("P", "PA"):
-                img = img.convert("RGBA")  # palette transparency must go through RGBA
-            arr = np.asarray(img.convert("RGB"))
-    return np.repeat(arr[..., None], 3, axis=-1) if arr.ndim == 2 else arr
-
-
-def _read_checked(path: Path) -> np.ndarray:
-    """``read_rgb`` whose errors name the file (data-loader workers otherwise hide which one failed)."""
-    try:
-        return read_rgb(path)
-    except Exception as err:
-        raise OSError(f"cannot decode image {path}: {err}") from err
-
-
-def to_float(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / 255.0
-    if img.dtype == np.uint16:
-        return img.astype(np.float32) / 65535.0
-    return img.astype(np.float32)
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Load any supported image as RGB float32 ``H x W x 3`` in [0, 1].
-
-    Greyscale is replicated to 3 channels, palettes are expanded, alpha is dropped and 16-bit files keep
-    their precision.
-    """
-    return to_float(read_rgb(Path(path)))
 
 
 def _pad_to(img: np.ndarray, size: int) -> np.ndarray:
@@ -310,7 +230,7 @@ class RestorationDataset(PatchDataset):
         """Decode a source image; with ``cache``, once per process (small sets such as the samples)."""
         if source_index in self._decoded:
             return self._decoded[source_index]
-        img = _read_checked(self.sources[source_index].path)
+        img = read_rgb(self.sources[source_index].path)
         if self.cache:
             self._decoded[source_index] = img
         return img
@@ -332,23 +252,11 @@ class RestorationDataset(PatchDataset):
         return item
 
 
-def list_images(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursive, following symlinks), skipping hidden files and folders."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [
-            Path(dirpath, f)
-            for f in sorted(filenames)
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
-        ]
-    return found
-
-
 def scan_images(
     root: str | Path, verify_files: bool = False, skip_bad_files: bool = False
 ) -> tuple[Path, list[ImageSource]]:
-    """The images under ``root`` (recursive) as sources named by their relative path, checked by ``read_header``.
+    """The images under ``root`` (recursive) as sources named by their relative path, checked by ``read_header``
+    and, with ``verify_files``, decoded once each (:class:`~diffir.io.DecodeCheck`: remembered across runs).
 
     Unreadable files raise one error naming all of them, or are skipped with a warning when
     ``skip_bad_files``. Returns the expanded root and the sources.
@@ -367,14 +275,19 @@ def scan_images(
             f"({', '.join(sorted(IMAGE_EXTENSIONS))}, searched recursively). Add images or point the "
             "config at another folder, e.g. data.root=<dir>."
         )
+    decodes = DecodeCheck(root) if verify_files else None
     sources, bad = [], []
     for path in files:
         try:
-            size = read_header(path, verify=verify_files)
+            size = read_header(path)
+            if decodes is not None:
+                decodes(path)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on broken files
             bad.append(f"{path}: {type(err).__name__}: {err}")
             continue
         sources.append(ImageSource(path, path.relative_to(root).with_suffix("").as_posix(), size))
+    if decodes is not None:
+        decodes.save()
     if bad:
         listing = "\n  ".join(bad)
         if not skip_bad_files:
@@ -393,10 +306,11 @@ def scan_images(
 class FolderDataset(RestorationDataset):
     """All images in a folder tree (png/jpg/jpeg/webp/bmp/tif/tiff), checked at construction.
 
-    Each file's header and last bytes are read (``verify_files``: PIL's integrity check, which reads whole
-    files) but nothing is decoded, so 10k files take about a second. Unreadable or truncated files raise one
-    error naming all of them, or are skipped with a warning when ``skip_bad_files``. See
-    ``RestorationDataset`` for the other arguments.
+    Each file's header and last bytes are read but nothing is decoded, so 10k files take about a second;
+    ``verify_files`` also decodes every file once (remembered by path, size and time: later runs decode only
+    new or changed files), which finds damage inside files whose end is intact (see data/README.md).
+    Unreadable or truncated files raise one error naming all of them, or are skipped with a warning when
+    ``skip_bad_files``. See ``RestorationDataset`` for the other arguments.
     """
 
     def __init__(

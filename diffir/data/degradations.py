@@ -152,3 +152,17 @@ class InpaintingDegradation(Degradation):
         mask = self.mask_generator(gt.shape[:2], rng)[..., None]
         lq = np.concatenate([gt * (1 - mask), mask], axis=-1).astype(np.float32)
         return {"lq": lq, "mask": mask.transpose(2, 0, 1)}
+
+
+class CleanCrop(Degradation):
+    """Real-world SR: the loader hands the clean GT crop (as ``lq`` too); the LQ is made later, batch-wise on
+    the training device, by ``diffir.data.realesrgan.RealESRGANDegradation``.
+
+    ``scale`` is the SR factor that pipeline applies, so the dataset's scale checks and crop multiples hold.
+    """
+
+    def __init__(self, scale: int = 1) -> None:
+        self.scale = scale
+
+    def __call__(self, gt: np.ndarray, rng: RngLike = None) -> dict[str, np.ndarray]:
+        return {"lq": gt}

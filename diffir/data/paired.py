@@ -18,11 +18,10 @@ from diffir.data.datasets import (
     PatchDataset,
     _dihedral,
     _pad_to,
-    _read_checked,
     _to_tensor,
     scan_images,
-    to_float,
 )
+from diffir.io import read_rgb, to_float
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +84,8 @@ class PairedFolderDataset(PatchDataset):
         """``key``: an index, or ``(index, sample_seed[, patch_size])`` (see ``PatchDataset._parse_key``)."""
         index, rng, patch_size = self._parse_key(key)
         index %= len(self.sources)
-        gt = _read_checked(self.sources[index].path)
-        lq = _read_checked(self.lq_sources[index].path)
+        gt = read_rgb(self.sources[index].path)
+        lq = read_rgb(self.lq_sources[index].path)
         patch_size = patch_size or self.patch_size
         crop = patch_size or self.center_crop
         if crop is not None:

@@ -4,6 +4,9 @@ A resumed run therefore sees exactly the batches, crops, flips and degradations 
 have seen, without saving any sampler or worker random state. Each key handed to the dataset is
 ``(index, sample_seed, patch_size)``; the dataset draws all of that sample's randomness from ``sample_seed``.
 
+Validation under DDP is sharded by :class:`ShardSampler` (every image once, no padding), and the metrics are
+reduced over the per-image values (``MetricSuite.compute``), so 1 and N processes report the same numbers.
+
 Progressive learning (Restormer / DiffIR deblurring) is a schedule of phases, each with its own batch and
 patch size: ``progressive={"steps": [92000, 80000, ...], "batch_sizes": [8, 4, ...], "patch_sizes": [...]}``.
 """
@@ -100,3 +103,25 @@ class StepBatchSampler(Sampler[list[tuple[int, int, int | None]]]):
 
     def __len__(self) -> int:
         return max(0, self.max_steps - self.start_step())
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, ...``: each process validates its own images, each image exactly once.
+
+    Unlike ``DistributedSampler`` nothing is padded (a repeated image would count twice in the mean); shards
+    differ by one image at most. Every rank needs at least one image (DDP's first forward syncs buffers).
+    """
+
+    def __init__(self, dataset_size: int, rank: int = 0, world_size: int = 1) -> None:
+        if dataset_size < world_size:
+            raise ValueError(
+                f"the validation set has {dataset_size} images, fewer than the {world_size} processes: "
+                "add images or use fewer devices"
+            )
+        self.indices = range(rank, dataset_size, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

@@ -28,7 +28,7 @@ ImageLike = torch.Tensor | np.ndarray
 _Y_COEFFS = (65.481, 128.553, 24.966)
 _SSIM_C1 = (0.01 * 255) ** 2
 _SSIM_C2 = (0.03 * 255) ** 2
-_SSIM_SIZE = 11
+SSIM_SIZE = 11  # the Gaussian window side: SSIM needs images at least this large (after the crop)
 _SSIM_SIGMA = 1.5
 
 
@@ -128,11 +128,11 @@ def ssim(
 ) -> torch.Tensor | float:
     """Structural similarity on 8-bit images (BasicSR ``calculate_ssim``, Wang et al.'s MATLAB settings)."""
     x, y, batched, as_float = _prepare(pred, gt, crop_border, test_y_channel)
-    if min(x.shape[-2:]) < _SSIM_SIZE:
+    if min(x.shape[-2:]) < SSIM_SIZE:
         raise ValueError(
-            f"SSIM needs images of at least {_SSIM_SIZE}x{_SSIM_SIZE} after cropping, got {tuple(x.shape[-2:])}"
+            f"SSIM needs images of at least {SSIM_SIZE}x{SSIM_SIZE} after cropping, got {tuple(x.shape[-2:])}"
         )
-    offsets = torch.arange(_SSIM_SIZE, dtype=torch.float64) - _SSIM_SIZE // 2
+    offsets = torch.arange(SSIM_SIZE, dtype=torch.float64) - SSIM_SIZE // 2
     window = torch.exp(-offsets.square() / (2 * _SSIM_SIGMA**2))
     window = (window / window.sum()).tolist()
     # One filtering pass over the five stacked maps: fewer, larger tensor ops.

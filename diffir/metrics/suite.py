@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import distributed as dist
 from torch import nn
 
 from diffir.metrics.perceptual import FIDMetric, LPIPSMetric
@@ -81,16 +82,29 @@ class MetricSuite(nn.Module):
             self._records.append({"name": image_name, **{k: v[i] for k, v in per_metric.items()}})
 
     def compute(self) -> dict[str, float]:
-        """Mean of each per-image metric over all images so far, plus FID over the whole set."""
-        if not self._records:
+        """Mean of each per-image metric over all images so far, plus FID over the whole set.
+
+        Under ``torch.distributed`` (DDP validation, each process scoring its own shard) every process calls
+        this: the per-image values of all processes are gathered first, so the means are exact (not an average
+        of per-process averages), and FID's sums are reduced by torchmetrics.
+        """
+        records = self._gathered_records()
+        if not records:
             raise RuntimeError("MetricSuite.compute() called before any update()")
         result: dict[str, float] = {}
         for name in self.metrics:
             if name == "fid":
                 result[name] = self._nets["fid"].compute()
             else:
-                result[name] = sum(float(r[name]) for r in self._records) / len(self._records)
+                result[name] = sum(float(r[name]) for r in records) / len(records)
         return result
+
+    def _gathered_records(self) -> list[dict[str, str | float]]:
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return self._records
+        shards: list[list[dict[str, str | float]] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, self._records)
+        return [record for shard in shards for record in shard or []]
 
     def per_image(self) -> list[dict[str, str | float]]:
         """One dict per image: ``name`` and its PSNR / SSIM / LPIPS (FID has no per-image value)."""

@@ -1,0 +1,13 @@
+"""The user-facing error types: problems with a command's inputs, printed as one ``error:`` line."""
+
+from __future__ import annotations
+
+
+class UsageError(RuntimeError):
+    """A problem with a command's inputs (missing file, unusable checkpoint, bad option value, ...): the entry
+    points print its message as one ``error:`` line, without a traceback."""
+
+
+class PrepareError(UsageError):
+    """A problem with the inputs of a dataset preparation (``python -m diffir.data.prepare``), with what to do
+    about it."""

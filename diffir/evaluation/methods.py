@@ -1,0 +1,127 @@
+"""What is evaluated: checkpoints (stage 2, or a stage-1 oracle) and baselines (bicubic, identity), with the
+task and scale they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from ..data import bicubic_upsample
+from ..errors import UsageError
+from ..inference import restore, restore_tiled, start_noise
+from ..models import DiffIRS1
+from ..runner import check_tile_size, load_checkpoint
+from .protocol import as_list, task_config
+from .samples import Sample
+
+BASELINES = {"bicubic": ("sr",), "identity": ("deblur", "inpainting")}
+
+
+@dataclass
+class Method:
+    """Something that restores a :class:`Sample`: a checkpoint or a baseline."""
+
+    name: str
+    run: Callable[[Sample], torch.Tensor]
+    params: int = 0
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    """File stems, with as many parent folders as it takes to tell the files apart."""
+    for depth in range(1, max((len(p.parts) for p in paths), default=1) + 1):
+        names = ["/".join(p.with_suffix("").parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
+
+
+def _checkpoint_method(
+    model: Any, name: str, path: Path, cfg: DictConfig, scale: int, device: torch.device
+) -> Method:
+    noise = start_noise(model, 1, cfg.seed, device)
+    if isinstance(model, DiffIRS1):
+        if cfg.tile:
+            raise UsageError(f"{name} is a stage-1 checkpoint: it needs the whole GT, so it cannot be tiled")
+        name = f"{name} (stage-1 oracle)"  # sees the GT: an upper bound, not a restoration result
+
+        def run(sample: Sample) -> torch.Tensor:
+            return restore(model, sample.lq, gt=sample.gt, scale=scale)
+
+    elif cfg.tile:
+        check_tile_size(cfg.tile, model, path)
+
+        def run(sample: Sample) -> torch.Tensor:
+            return restore_tiled(
+                model, sample.lq, cfg.tile, cfg.tile_overlap, scale, noise, cfg.prior, cfg.prior_max_side
+            )
+
+    else:
+
+        def run(sample: Sample) -> torch.Tensor:
+            return restore(model, sample.lq, noise=noise, scale=scale)
+
+    return Method(name, run, sum(p.numel() for p in model.parameters()))
+
+
+def bicubic(sample: Sample, scale: int) -> torch.Tensor:
+    """MATLAB ``imresize(lq_uint8, scale, 'bicubic')``, uint8 in and out as the published baselines."""
+    lq8 = (sample.lq * 255).round().clamp(0, 255).to(torch.uint8)
+    return bicubic_upsample(lq8, scale).float() / 255
+
+
+def identity(sample: Sample) -> torch.Tensor:
+    """The degraded input itself (the masked image for inpainting, composited with the known pixels)."""
+    return sample.lq[:, :3]
+
+
+def build_methods(cfg: DictConfig, device: torch.device) -> tuple[list[Method], str, int]:
+    """The checkpoints and baselines of ``cfg``, with the task and scale they share."""
+    ckpts = [Path(p).expanduser() for p in as_list(cfg.ckpt)]
+    baselines = as_list(cfg.method)
+    if not ckpts and not baselines:
+        raise UsageError(
+            "nothing to evaluate: pass ckpt=<file> (or ckpt=[a,b]) and/or method=bicubic|identity"
+        )
+    loaded = [load_checkpoint(path, device, compile=cfg.get("compile", False)) for path in ckpts]
+    tasks = {(c["task"], int(c["scale"])) for _, c in loaded}
+    if len(tasks) > 1:
+        raise UsageError(
+            f"the checkpoints are for different tasks / scales {sorted(tasks)}: evaluate them separately"
+        )
+    if tasks:
+        task, scale = tasks.pop()
+        if (cfg.task or task) != task or (cfg.scale or scale) != scale:
+            raise UsageError(
+                f"task={cfg.task} scale={cfg.scale} contradict the checkpoints (task={task}, scale={scale})"
+            )
+    elif cfg.task is None:
+        raise UsageError(
+            f"baselines need the task: add task=<sr|deblur|inpainting> (and scale= for sr), e.g. "
+            f"method={baselines[0]} task={BASELINES.get(baselines[0], ('sr',))[0]}"
+        )
+    else:
+        task = cfg.task
+        scale = int(cfg.scale or task_config(task).scale)
+    if task != "sr" and scale != 1:
+        raise UsageError(f"scale={scale} is only meaningful for task=sr")
+
+    methods = [
+        _checkpoint_method(model, name, path, cfg, scale, device)
+        for (model, _), name, path in zip(loaded, _unique_names(ckpts), ckpts, strict=True)
+    ]
+    for baseline in baselines:
+        if baseline not in BASELINES:
+            raise UsageError(f"unknown method={baseline}; baselines: {sorted(BASELINES)}")
+        if task not in BASELINES[baseline]:
+            raise UsageError(
+                f"method={baseline} is a baseline for {'/'.join(BASELINES[baseline])}, not {task}"
+            )
+        run = partial(bicubic, scale=scale) if baseline == "bicubic" else identity
+        methods.append(Method(baseline, run))
+    return methods, task, scale

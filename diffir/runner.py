@@ -1,0 +1,101 @@
+"""What the ``eval.py`` and ``infer.py`` runs share: the device, a checkpoint loaded as a ready model with
+user-facing errors, the tiling options checked before any image is processed, and the inpainting input.
+
+Every problem the user can fix is a :class:`~diffir.errors.UsageError` (one ``error:`` line).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from .checkpoint import CheckpointError, load_model
+from .errors import UsageError
+from .inference import check_tiling
+from .io import require_writable_dir
+from .models import DiffIRS1, DiffIRS2
+from .speed import compile_model
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:<i>``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device={name} was requested but CUDA is not available here; use device=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"unknown device={name!r}: use auto, cpu, cuda or cuda:<index>") from err
+
+
+def check_tiling_config(cfg: DictConfig) -> None:
+    """Bad ``tile=`` / ``tile_overlap=`` / ``prior=`` values fail before any image is processed."""
+    if cfg.tile:
+        try:
+            check_tiling(cfg.tile, cfg.tile_overlap, cfg.prior)
+        except ValueError as err:
+            raise UsageError(f"tiling: {err}") from err
+
+
+def check_tile_size(tile: int | None, model: DiffIRS1 | DiffIRS2, path: str | Path) -> None:
+    """``tile=`` below the model's size multiple is refused: every tile would be padded up to the multiple,
+    so a 1-pixel tile runs the network once per LQ pixel (about a minute for a small image)."""
+    if tile and tile < model.size_multiple:
+        raise UsageError(
+            f"tile={tile} is smaller than the size multiple {model.size_multiple} of {path} (tiles are "
+            f"padded to it): use tile>={model.size_multiple}, a few hundred LQ pixels in practice, or no tile="
+        )
+
+
+def load_checkpoint(
+    path: str | Path, device: torch.device, compile: bool = False
+) -> tuple[DiffIRS1 | DiffIRS2, dict]:
+    """:func:`diffir.checkpoint.load_model` with its errors turned into :class:`UsageError`;
+    ``compile=True`` compiles the model (:func:`diffir.speed.compile_model`)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} ({path.absolute()}) does not exist")
+    try:
+        model, config = load_model(path)
+    except CheckpointError as err:
+        raise UsageError(str(err)) from err
+    model = model.to(device)
+    return (compile_model(model) if compile else model), config
+
+
+def require_stage2(model: DiffIRS1 | DiffIRS2, path: str | Path) -> DiffIRS2:
+    """Stage-1 models cannot restore an image on their own: explain instead of failing later."""
+    if isinstance(model, DiffIRS1):
+        raise UsageError(
+            f"{path} is a stage-1 checkpoint. Stage 1 (CPEN_S1) extracts the prior from the LQ *and* the ground "
+            "truth: it is the oracle teacher for training stage 2 and cannot restore images without their GT. "
+            "Use the stage-2 checkpoint of the same experiment (python train.py ... stage=2)."
+        )
+    return model
+
+
+def inpainting_input(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The 4-channel network input ``cat[image·(1−mask), mask]`` (as ``InpaintingDegradation`` makes it)."""
+    return torch.cat([image * (1 - mask), mask], dim=1)
+
+
+def composite(restored: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """LaMa's ``inpainted`` output: the prediction in the holes, the known pixels elsewhere."""
+    return restored * mask + image * (1 - mask)
+
+
+class OutputDirCheck(Callback):
+    """A Hydra callback: an ``output_dir=`` that cannot be a folder (a regular file at or above it) stops
+    the run with one ``error:`` line before Hydra creates its run folder there (which ends in a traceback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            require_writable_dir(config.output_dir, "output_dir=")
+        except UsageError as err:
+            sys.exit(f"error: {err}")

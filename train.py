@@ -5,7 +5,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from diffir.checkpoint import CheckpointError
 from diffir.config import CONF_DIR
+from diffir.lit import NonFiniteLossError
 from diffir.training import RunSetupError, train
 
 
@@ -13,7 +15,7 @@ from diffir.training import RunSetupError, train
 def main(cfg: DictConfig) -> float | None:
     try:
         summary = train(cfg)
-    except RunSetupError as err:
+    except (RunSetupError, CheckpointError, NonFiniteLossError) as err:  # known causes: one line
         sys.exit(f"error: {err}")
     return summary["best_val_psnr"]  # the value an Optuna sweep optimises
 

@@ -10,16 +10,29 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .callbacks import AtomicCheckpointIO
-from .checkpoint import CheckpointError, load_model, read_checkpoint
+from .callbacks import AtomicCheckpointIO, usable_callbacks
+from .checkpoint import (
+    CheckpointError,
+    find_model_record,
+    load_error_summary,
+    load_model,
+    read_checkpoint,
+    remove_partial_saves,
+)
 from .config import build_from_config, model_config
 from .lit import Stage1Module, Stage2Module
-from .models import DiffIRS1
+from .lit.pixel_diffusion import PixelDiffusionModule
+from .metrics import MissingWeightsError
+from .models import DiffIRS1, DiffIRS2
+from .runlock import RunLock, RunLockedError
+from .speed import compile_model, log_compile_cost, set_checkpointing
 
 log = logging.getLogger("diffir")
 
@@ -27,6 +40,8 @@ log = logging.getLogger("diffir")
 # the EMA copy and the stage-2 teacher stay in eval mode while the student trains.
 warnings.filterwarnings("ignore", message=".*Using ModelCheckpoint with manual optimization.*")
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
+# Validation metrics are reduced over all processes' images by MetricSuite itself, not by Lightning's sync_dist.
+warnings.filterwarnings("ignore", message=".*self.log\\('val/.*sync_dist=True.*")
 
 
 class RunSetupError(RuntimeError):
@@ -41,7 +56,7 @@ def separate_multirun_jobs(cfg: DictConfig) -> None:
     """In a Hydra multirun (a sweep), each job writes into its own sweep folder, not the shared run dir."""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         with open_dict(cfg):
-            cfg.paths.run_dir = str(Path(HydraConfig.get().runtime.output_dir) / f"stage{cfg.stage}")
+            cfg.paths.run_dir = str(Path(HydraConfig.get().runtime.output_dir) / Path(cfg.paths.run_dir).name)
 
 
 def stage1_checkpoint(cfg: DictConfig) -> Path:
@@ -61,18 +76,138 @@ def stage1_checkpoint(cfg: DictConfig) -> Path:
     return path
 
 
+def stage2_checkpoint(cfg: DictConfig) -> Path:
+    """The adversarial stage's start: ``init_ckpt=`` or the same experiment's stage-2 ``last.ckpt``."""
+    if cfg.init_ckpt:
+        path = Path(cfg.init_ckpt)
+        if not path.is_file():
+            raise RunSetupError(f"init_ckpt={path} does not exist")
+        return path
+    path = Path(cfg.paths.experiments_dir) / cfg.name / "stage2" / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise RunSetupError(
+            f"the adversarial stage starts from a trained stage 2, and {path} does not exist. Train it first "
+            f"(`python train.py stage=2 ...` with name={cfg.name}, after stage=1), or pass init_ckpt=<checkpoint>"
+        )
+    return path
+
+
+def load_trained(path: Path, stage: int, config: dict[str, Any]) -> DiffIRS1 | DiffIRS2:
+    """A stage-``stage`` model from ``path``, checked against this run's task and scale."""
+    try:
+        model, model_cfg = load_model(path)
+    except CheckpointError as err:
+        raise RunSetupError(str(err)) from err
+    if model_cfg["stage"] != stage:
+        raise RunSetupError(
+            f"{path} holds a stage-{model_cfg['stage']} model; this run needs a stage-{stage} one"
+        )
+    for key in ("task", "scale"):
+        if model_cfg[key] != config[key]:
+            raise RunSetupError(
+                f"{path} was trained for {key}={model_cfg[key]}, this run has {key}={config[key]}"
+            )
+    return model
+
+
+def load_discriminator(discriminator: torch.nn.Module, path: Path, task: str) -> None:
+    """Discriminator weights from a diffir checkpoint of the same task, an official BasicSR ``net_d`` file
+    (``params``) or a LaMa / DiffIR-inpainting checkpoint (``discriminator.*``)."""
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as err:
+        raise RunSetupError(str(err)) from err
+    record = ckpt.get("diffir_model")
+    if record is not None and record["config"]["task"] != task:
+        raise RunSetupError(
+            f"disc_ckpt={path} was trained for task={record['config']['task']}, this run is {task}"
+        )
+    state = ckpt.get("params", ckpt.get("state_dict", ckpt))
+    for prefix in ("adversary.discriminator.", "discriminator."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            break
+    try:
+        discriminator.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise RunSetupError(
+            f"disc_ckpt={path} does not fit the configured discriminator: {load_error_summary(err)}"
+        ) from err
+    log.info("discriminator weights from %s", path)
+
+
+def instantiate_checked(node: Any, key: str, hint: str | None = None, **kwargs: Any) -> Any:
+    """``instantiate`` whose missing-pretrained-weights error becomes one line naming the config key to change."""
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, MissingWeightsError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        message = " ".join(line.strip() for line in str(cause).splitlines())
+        hint = hint or (
+            f"{key}.pretrained=false (random weights, for smoke runs) or {key}=null (the loss off), both warned"
+        )
+        raise RunSetupError(f"{key}: {message} Without the file: {hint}") from err
+
+
 def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``ckpt_path=`` or, with ``resume=auto``, the run's ``last.ckpt``: checked to be a safe checkpoint of this
+    run's model before Lightning restores it."""
+    path = None
     if cfg.ckpt_path:
-        if not Path(cfg.ckpt_path).is_file():
-            raise RunSetupError(f"ckpt_path={cfg.ckpt_path} does not exist")
-        return str(cfg.ckpt_path)
-    if cfg.resume in ("auto", True):
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise RunSetupError(f"ckpt_path={path} does not exist")
+    elif cfg.resume in ("auto", True):
         last = run_dir(cfg) / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
-        log.info("resume=auto: no %s yet, starting a new run", last)
-    return None
+        if not last.is_file():
+            log.info("resume=auto: no %s yet, starting a new run", last)
+            return None
+        log.info("resuming from %s", last)
+        path = last
+    if path is None:
+        return None
+    try:
+        saved = find_model_record(read_checkpoint(path), path)["config"]
+    except CheckpointError as err:
+        raise RunSetupError(str(err)) from err
+    if is_baseline(cfg):
+        config = instantiate(cfg.method.net, _convert_="all").config()
+    else:
+        config = model_config(
+            cfg.get("model_task", cfg.task_name), cfg.stage, cfg.scale, cfg.model, cfg.diffusion
+        )
+    differ = sorted(k for k in set(saved) & set(config) if saved[k] != config[k])
+    if differ:
+        raise RunSetupError(
+            f"cannot resume from {path}: it holds a model with "
+            + ", ".join(f"{k}={saved[k]}" for k in differ)
+            + f" and this run has {', '.join(f'{k}={config[k]}' for k in differ)}; use the settings it was "
+            "trained with, or another run folder (name=<new name>)"
+        )
+    return str(path)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Values that would fail deep inside Lightning or torch, refused up front with the key to change.
+
+    ``trainer.max_steps=N`` (the key Lightning users try first) becomes this stage's ``stage<N>.max_steps``.
+    """
+    section = "baseline" if is_baseline(cfg) else f"stage{cfg.stage}"
+    if cfg.trainer.get("max_steps") is not None:
+        with open_dict(cfg):
+            cfg[section].max_steps = cfg.trainer.max_steps
+    for key in ("max_steps", "batch_size", "val_every"):
+        value = cfg.run.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RunSetupError(f"{section}.{key}={value} must be a positive integer")
+    for key, value in cfg.run.items():
+        lr = value.get("lr") if isinstance(value, DictConfig) else None
+        if isinstance(lr, int | float) and lr < 0:
+            raise RunSetupError(f"{section}.{key}.lr={lr}: a learning rate cannot be negative")
 
 
 def configure_wandb(cfg: DictConfig) -> bool:
@@ -117,48 +252,97 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
+def is_baseline(cfg: DictConfig) -> bool:
+    """``method=sr3|cddpm|ddpm_prior``: a pixel-space diffusion baseline (conf/method), not a DiffIR stage."""
+    return cfg.get("method", {}).get("name", "diffir") != "diffir"
+
+
+def build_baseline_module(cfg: DictConfig) -> PixelDiffusionModule:
+    """SR3 / the image-conditioned DDPM / GDP's prior (``cfg.method.net``) with the shared training loop."""
+    try:
+        net = instantiate(cfg.method.net, _convert_="all")
+    except Exception as err:  # Hydra wraps the model's ValueError (bad task, loss, sampler, preset)
+        raise RunSetupError(f"method={cfg.method.name}: {err.__cause__ or err}") from err
+    run = cfg.run
+    return PixelDiffusionModule(
+        net=net,
+        model_config=net.config(),
+        losses={},
+        optimizer=instantiate(run.optimizer),
+        scheduler=instantiate(run.scheduler) if run.get("scheduler") else None,
+        metrics=instantiate(cfg.metrics, _convert_="object"),
+        ema_decay=run.ema_decay,
+        seed=cfg.seed,
+        grad_clip=run.get("grad_clip"),
+        val_panels=cfg.val_panels,
+        run_dir=str(run_dir(cfg)),
+        val_steps=run.val_steps,
+        val_t=run.val_t,
+    )
+
+
 def build_module(cfg: DictConfig) -> Stage1Module | Stage2Module:
-    """The LightningModule of ``cfg.stage``; stage 2 starts its DIRformer from stage 1's (EMA) weights."""
+    """The LightningModule of ``cfg.stage``; stage 2 starts its DIRformer from stage 1's (EMA) weights, the
+    adversarial stage (``gan_stage``) its whole network from stage 2's; ``gan`` adds a discriminator."""
+    if is_baseline(cfg):
+        return build_baseline_module(cfg)
     stage_cfg = cfg.run
-    config = model_config(cfg.task_name, cfg.stage, cfg.scale, cfg.model, cfg.diffusion)
+    task = cfg.get("model_task", cfg.task_name)  # realsr trains the SR model
+    config = model_config(task, cfg.stage, cfg.scale, cfg.model, cfg.diffusion)
     net = build_from_config(config)
     common: dict[str, Any] = dict(
         net=net,
         model_config=config,
-        losses={name: instantiate(loss) for name, loss in cfg.losses.items()},
+        losses={
+            name: instantiate_checked(loss, f"losses.{name}") for name, loss in cfg.losses.items() if loss
+        },
         optimizer=instantiate(stage_cfg.optimizer),
         scheduler=instantiate(stage_cfg.scheduler) if stage_cfg.get("scheduler") else None,
-        metrics=instantiate(cfg.metrics, _convert_="object"),
+        metrics=instantiate_checked(cfg.metrics, "metrics", "metrics.metrics=[psnr]", _convert_="object"),
         ema_decay=stage_cfg.ema_decay,
         seed=cfg.seed,
         grad_clip=stage_cfg.get("grad_clip"),
         val_panels=cfg.val_panels,
         run_dir=str(run_dir(cfg)),
+        degradation=instantiate(cfg.batch_degradation) if cfg.get("batch_degradation") else None,
+        gt_usm=list(cfg.get("gt_usm") or ()),
     )
+    for name in (name for name, loss in cfg.losses.items() if not loss):
+        log.warning("losses.%s=null: this loss is off (the paper's recipe uses it)", name)
+    gan = cfg.get("gan")
+    if gan:
+        adversary = instantiate_checked(gan.adversary, "gan.adversary")
+        if cfg.get("disc_ckpt"):
+            load_discriminator(adversary.discriminator, Path(cfg.disc_ckpt), config["task"])
+        common.update(
+            adversary=adversary,
+            optimizer_d=instantiate(gan.optimizer),
+            scheduler_d=instantiate(gan.scheduler) if gan.get("scheduler") else None,
+        )
     if cfg.stage == 1:
         return Stage1Module(**common)
 
+    start = stage2_checkpoint(cfg) if cfg.get("gan_stage") else None
     path = stage1_checkpoint(cfg)
-    try:
-        stage1, stage1_config = load_model(path)
-    except CheckpointError as err:
-        raise RunSetupError(str(err)) from err
-    if not isinstance(stage1, DiffIRS1):
-        raise RunSetupError(
-            f"{path} holds a stage-{stage1_config['stage']} model; stage 2 needs a stage-1 checkpoint"
-        )
-    for key in ("task", "scale"):
-        if stage1_config[key] != config[key]:
+    stage1 = load_trained(path, 1, config)
+    if start is not None:
+        try:
+            net.load_state_dict(load_trained(start, 2, config).state_dict())
+        except RuntimeError as err:
             raise RunSetupError(
-                f"{path} was trained for {key}={stage1_config[key]}, this run has {key}={config[key]}"
-            )
-    try:
-        net.G.load_state_dict(stage1.G.state_dict())
-    except RuntimeError as err:
-        raise RunSetupError(
-            f"the DIRformer of {path} does not fit model={cfg.model.preset}: use the stage-1 model settings. {err}"
-        ) from err
-    log.info("stage 2: DIRformer and the teacher CPEN_S1 from %s", path)
+                f"the network of {start} does not fit model={cfg.model.preset}: use the stage-2 model settings. "
+                f"{load_error_summary(err)}"
+            ) from err
+        log.info("adversarial stage: network and EMA from %s, the teacher CPEN_S1 from %s", start, path)
+    else:
+        try:
+            net.G.load_state_dict(stage1.G.state_dict())
+        except RuntimeError as err:
+            raise RunSetupError(
+                f"the DIRformer of {path} does not fit model={cfg.model.preset}: use the stage-1 model settings. "
+                + load_error_summary(err)
+            ) from err
+        log.info("stage 2: DIRformer and the teacher CPEN_S1 from %s", path)
     return Stage2Module(
         **common,
         teacher=stage1.E,
@@ -173,14 +357,26 @@ def build_module(cfg: DictConfig) -> Stage1Module | Stage2Module:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    callbacks = usable_callbacks(
+        callbacks,
+        has_logger=bool(loggers),
+        progress_bar=cfg.trainer.enable_progress_bar,
+        model_summary=cfg.trainer.enable_model_summary,
+    )
     for lg in loggers:
         Path(getattr(lg, "save_dir", None) or run_dir(cfg)).mkdir(parents=True, exist_ok=True)
+    extra = {}
+    if cfg.trainer.get("strategy") == "ddp" and (cfg.get("gan") or cfg.run.get("encoder_iter")):
+        # the discriminator's update (and the stage-2 warm-up) leaves parameters out of a backward pass
+        extra["strategy"] = "ddp_find_unused_parameters_true"
     return instantiate(
         cfg.trainer,
+        **extra,
         max_steps=cfg.run.max_steps,
         val_check_interval=cfg.run.val_every,
         callbacks=callbacks,
         logger=loggers or False,
+        enable_model_summary=False,  # diffir.callbacks.ParameterSummary, when configured, replaces Lightning's
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir(cfg)),
     )
@@ -190,24 +386,48 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one stage; returns the run summary (directory, checkpoints, best metric, final validation)."""
     if cfg.stage not in (1, 2):
         raise RunSetupError(f"stage must be 1 or 2, got stage={cfg.stage}")
+    if cfg.get("gan_stage") and cfg.stage != 2:
+        raise RunSetupError(
+            f"the adversarial stage follows stage 2: use stage=2 adversarial=..., not stage={cfg.stage}"
+        )
     separate_multirun_jobs(cfg)
+    check_settings(cfg)
+    directory = run_dir(cfg)
+    lock = RunLock(directory)
+    if rank_zero_only.rank == 0:  # DDP: the launching process holds the folder for all its ranks
+        try:
+            lock.acquire()
+        except RunLockedError as err:
+            raise RunSetupError(str(err)) from None
+        for tmp in remove_partial_saves(directory / "checkpoints"):
+            log.warning("removed %s, left by a checkpoint save that did not finish", tmp)
+    try:
+        return _fit(cfg, directory)
+    finally:
+        lock.release()
+
+
+def _fit(cfg: DictConfig, directory: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     offline = configure_wandb(cfg)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
+    set_checkpointing(module.net, bool(cfg.get("checkpointing")))
+    if cfg.get("compile"):
+        compile_model(module.net)
+    ckpt_path = resume_checkpoint(cfg)
     trainer = build_trainer(cfg)
-    directory = run_dir(cfg)
-    directory.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, directory / "config.yaml", resolve=False)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if cfg.get("compile"):
+            log_compile_cost()
         last = directory / "checkpoints" / "last.ckpt"
         if trainer.global_step and (
             not last.is_file() or read_checkpoint(last)["global_step"] < trainer.global_step
         ):
-            trainer.save_checkpoint(
-                last
-            )  # max_steps not on a checkpoint interval: keep the final weights too
+            # max_steps not on a checkpoint interval: keep the final weights too (a full, resumable checkpoint)
+            trainer.save_checkpoint(last, weights_only=False)
     finally:
         if "wandb" in (cfg.get("logger") or {}):
             import wandb
@@ -233,7 +453,7 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, directory: Path, offline: boo
         "val": metrics,
     }
     lines = [
-        f"stage {cfg.stage} finished at step {summary['steps']}",
+        f"{cfg.method.name if is_baseline(cfg) else f'stage {cfg.stage}'} finished at step {summary['steps']}",
         f"  run directory:   {directory}",
         f"  last checkpoint: {summary['last_checkpoint']}",
     ]
@@ -247,8 +467,13 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, directory: Path, offline: boo
         lines.append(
             f"  W&B run saved offline in {directory}/wandb: upload it with `wandb sync {directory}/wandb/offline-run-*`"
         )
-    if cfg.stage == 1:
+    if cfg.stage == 1 and not is_baseline(cfg):
         lines.append(f"  next: python train.py stage=2 name={cfg.name} (same task / model settings)")
+    adversarial = {"sr": "srgan", "realsr": "realsr_v1|realsr_v2"}.get(cfg.task_name)
+    if cfg.stage == 2 and adversarial and not (is_baseline(cfg) or cfg.get("gan_stage")):
+        lines.append(
+            f"  next (adversarial stage): python train.py stage=2 adversarial={adversarial} name={cfg.name}"
+        )
     if trainer.is_global_zero:
         print("\n".join(lines))
     return summary

@@ -1,15 +1,18 @@
 """What both training stages share: manual optimisation, EMA, validation, image panels, model records.
 
 Optimisation is manual because stage 2 switches optimisers (the official warm-up trains CPEN_S2 and the
-denoiser with their own optimiser for ``encoder_iter`` steps). Every random draw of a training step is
-seeded from (seed, step, rank), so a resumed run repeats an uninterrupted one exactly.
+denoiser with their own optimiser for ``encoder_iter`` steps) and adversarial training alternates the
+generator's and the discriminator's updates. Every random draw of a training step is seeded from
+(seed, step, rank), so a resumed run repeats an uninterrupted one exactly.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,6 +22,7 @@ from torch import nn
 from ..checkpoint import model_record
 from ..inference import restore, start_noise
 from ..models import DiffIRS1, DiffIRS2
+from ..runner import composite
 from .images import log_panels, panel
 
 
@@ -32,7 +36,13 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 
 class RestorationModule(L.LightningModule):
-    """Base LightningModule: ``compute_losses`` and ``predict`` are what a stage defines."""
+    """Base LightningModule: ``compute_losses`` and ``predict`` are what a stage defines.
+
+    Options every stage shares: an ``adversary`` (a discriminator and its losses, ``diffir.losses.adversary``)
+    trained after each generator step with its own ``optimizer_d`` / ``scheduler_d``; a batch-wise
+    ``degradation`` run on the device (Real-ESRGAN: the loader hands GT crops, the LQ is made here, seeded by
+    the step); ``gt_usm``: the consumers (loss names, ``"gan"``, ``"teacher"``) that take the USM-sharpened GT.
+    """
 
     def __init__(
         self,
@@ -47,8 +57,15 @@ class RestorationModule(L.LightningModule):
         grad_clip: float | None = None,
         val_panels: int = 4,
         run_dir: str = ".",
+        adversary: nn.Module | None = None,
+        optimizer_d: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler_d: Callable[..., Any] | None = None,
+        degradation: nn.Module | None = None,
+        gt_usm: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        if adversary is not None and optimizer_d is None:
+            raise ValueError("an adversary needs optimizer_d (the discriminator's optimiser)")
         self.automatic_optimization = False
         self.net = net
         self.net_ema = copy.deepcopy(net).requires_grad_(False).eval() if ema_decay > 0 else None
@@ -60,6 +77,9 @@ class RestorationModule(L.LightningModule):
         self.val_panels, self.run_dir = val_panels, run_dir
         self._panels: list[torch.Tensor] = []
         self.scale = int(model_config.get("scale", 1)) if model_config.get("task") == "sr" else 1
+        self.adversary, self.degradation, self.gt_usm = adversary, degradation, frozenset(gt_usm)
+        self.optimizer_d_factory, self.scheduler_d_factory = optimizer_d, scheduler_d
+        self._fake: torch.Tensor | None = None  # this step's output, detached, for the discriminator
 
     # --- what a stage defines -------------------------------------------------------------------------
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -73,30 +93,72 @@ class RestorationModule(L.LightningModule):
         return 0
 
     # --- optimisation ---------------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
+    @staticmethod
+    def optimizer_entry(optimizer: torch.optim.Optimizer, scheduler: Callable[..., Any] | None) -> dict:
+        entry: dict[str, Any] = {"optimizer": optimizer}
+        if scheduler is not None:
+            entry["lr_scheduler"] = {"scheduler": scheduler(optimizer=optimizer)}
+        return entry
+
+    def generator_optimizers(self) -> list[dict]:
+        """The generator's optimisers (``optimizer_index`` picks one per step)."""
         optimizer = self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)},
+        return [self.optimizer_entry(optimizer, self.scheduler_factory)]
+
+    def configure_optimizers(self) -> Any:
+        entries = self.generator_optimizers()
+        if self.adversary is not None:  # the discriminator's comes last
+            optimizer_d = self.optimizer_d_factory(params=self.adversary.discriminator.parameters())
+            entries.append(self.optimizer_entry(optimizer_d, self.scheduler_d_factory))
+        return entries
+
+    def target(self, consumer: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The GT a consumer compares with: USM-sharpened for those in ``gt_usm`` (RealSR V2), else plain."""
+        return batch["gt_usm"] if consumer in self.gt_usm else batch["gt"]
+
+    def image_losses(
+        self, out: torch.Tensor, batch: dict[str, torch.Tensor], z: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The configured losses on the restored image, plus the adversary's generator terms."""
+        mask = batch.get("mask")
+        terms = {
+            name: loss(out=out, gt=self.target(name, batch), mask=mask, z=z)
+            for name, loss in self.losses.items()
         }
+        if self.adversary is not None:
+            terms.update(self.adversary.generator_terms(out, self.target("gan", batch), mask))
+            self._fake = out.detach()
+        return terms
+
+    def degrade(self, batch: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+        """With a batch ``degradation``: the LQ (and paired GT crops, USM GT) made from the loader's GT."""
+        if self.degradation is None:
+            return batch
+        gt = batch["gt"]
+        generator = torch.Generator(gt.device).manual_seed(seed)
+        if self.training:  # Real-ESRGAN's only augmentation: horizontal flips
+            flip = torch.rand(gt.shape[0], generator=generator, device=gt.device) < 0.5
+            gt = torch.where(flip[:, None, None, None], gt.flip(-1), gt)
+        return {**batch, **self.degradation(gt, generator)}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step
-        torch.manual_seed(step_seed(self.seed, step, self.global_rank))
+        seed = step_seed(self.seed, step, self.global_rank)
+        torch.manual_seed(seed)
+        batch = self.degrade(batch, seed)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        self._fake = None
+        if self.adversary is not None:
+            self.adversary.discriminator.requires_grad_(False)
         terms = self.compute_losses(batch)
         total = sum(v for k, v in terms.items() if not k.startswith("log_"))
         self._check_finite(total, terms, step)
-
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         optimizer = optimizers[self.optimizer_index(step)]
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(total)
-        if self.grad_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        self.apply_update(optimizer, total)
         optimizer.step()
+        if self._fake is not None:  # none during the stage-2 warm-up: the generator did not run
+            terms.update(self.discriminator_step(batch, optimizers[-1], step))
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()  # all schedulers advance every iteration, as BasicSR does
@@ -112,13 +174,40 @@ class RestorationModule(L.LightningModule):
         self.log("train/lr", optimizer.param_groups[0]["lr"], batch_size=batch_size)
         return total.detach()
 
+    def apply_update(self, optimizer: Any, loss: torch.Tensor) -> None:
+        """Backward and clip into ``optimizer``'s parameters (the caller steps it)."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+
+    def discriminator_step(
+        self, batch: dict[str, torch.Tensor], optimizer: Any, step: int
+    ) -> dict[str, torch.Tensor]:
+        """One discriminator update on real (the GT) vs this step's output; returns its terms for the logs."""
+        self.adversary.discriminator.requires_grad_(True)
+        terms = self.adversary.discriminator_terms(self._fake, self.target("gan", batch), batch.get("mask"))
+        total = sum(v for k, v in terms.items() if not k.startswith("log_"))
+        self._check_finite(total, terms, step)
+        self.apply_update(optimizer, total)
+        # Through the strategy (precision plugin) but not LightningOptimizer.step, which would count a second
+        # iteration: global_step counts generator steps, the official iteration count.
+        self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None)
+        self._fake = None
+        return terms
+
     def _check_finite(self, total: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
         if math.isfinite(total.item()):
             return
         bad = ", ".join(f"{k}={v.item()}" for k, v in terms.items() if not math.isfinite(v.item()))
+        last = Path(self.run_dir) / "checkpoints" / "last.ckpt"
+        advice = (
+            f"the last good checkpoint is {last} (resume with resume=auto, maybe with a lower learning rate)"
+            if last.is_file()
+            else "no checkpoint was written yet: check the data and the loss weights, or lower the learning rate"
+        )
         raise NonFiniteLossError(
-            f"non-finite loss at step {step} ({bad}); the step was not applied. The last good checkpoint is in "
-            f"{self.run_dir}/checkpoints (resume with resume=auto, maybe with a lower learning rate)"
+            f"non-finite loss at step {step} ({bad}); the step was not applied; {advice}"
         )
 
     @torch.no_grad()
@@ -141,8 +230,10 @@ class RestorationModule(L.LightningModule):
             self.metrics.reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        net = self.eval_net.eval()
-        out = self.predict(net, batch, batch_idx).clamp(0, 1)
+        if self.degradation is not None:  # a fixed degradation per image: seeded by the run seed and its name
+            name = ",".join(batch.get("name", [str(batch_idx)]))
+            batch = self.degrade(batch, step_seed(self.seed, zlib.crc32(name.encode())))
+        out = self.output(self.eval_net.eval(), batch, batch_idx)
         if self.metrics is not None:
             self.metrics.update(out, batch["gt"], names=list(batch.get("name", [])) or None)
         if len(self._panels) < self.val_panels:
@@ -151,9 +242,15 @@ class RestorationModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.metrics is not None:
             values = self.metrics.compute()
-            self.log_dict({f"val/{k}": float(v) for k, v in values.items()}, prog_bar=True, sync_dist=True)
+            # already over all processes' images (MetricSuite gathers the per-image values): no averaging again
+            self.log_dict({f"val/{k}": float(v) for k, v in values.items()}, prog_bar=True)
         if self._panels and self.trainer.is_global_zero and not self.trainer.sanity_checking:
             log_panels(self._panels, self.loggers, self.global_step, self.run_dir)
+
+    def output(self, net: nn.Module, batch: dict[str, torch.Tensor], index: int) -> torch.Tensor:
+        """The reported restoration in [0, 1]; for inpainting LaMa's ``inpainted``: the known pixels are the input's."""
+        out = self.predict(net, batch, index).clamp(0, 1)
+        return composite(out, batch["gt"], batch["mask"]) if "mask" in batch else out
 
     def restore_batch(
         self, net: nn.Module, lq: torch.Tensor, gt: torch.Tensor | None, index: int

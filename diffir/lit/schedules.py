@@ -16,6 +16,8 @@ from torch.optim.lr_scheduler import LRScheduler
 class StepDecayLR(LRScheduler):
     """``lr = base · gamma^((it - start) // period)`` for ``it >= start`` (and ``base`` before).
 
+    ``it`` is BasicSR's 1-based iteration, the one the official manual formulas use: the update of training
+    step ``s`` (0-based, after ``s`` scheduler steps) is iteration ``s + 1``.
     RealSR S2: ``optimizer_e`` (start 0, period 60k, γ 0.1), ``optimizer_g`` (start 100k, period 600k, γ 0.5).
     """
 
@@ -28,7 +30,7 @@ class StepDecayLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
-        decays = max(0, self.last_epoch - self.start) // self.period
+        decays = max(0, self.last_epoch + 1 - self.start) // self.period
         return [base * self.gamma**decays for base in self.base_lrs]
 
 

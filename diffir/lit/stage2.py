@@ -39,9 +39,7 @@ class Stage2Module(RestorationModule):
         super().__init__(*args, **kwargs)
         if objective not in OBJECTIVES:
             raise ValueError(f"diffusion.objective must be one of {OBJECTIVES}, got {objective!r}")
-        if objective == "conventional" and (
-            self.net.diffusion is None or self.net.diffusion.parameterization != "eps"
-        ):
+        if objective == "conventional" and not self.net.predicts_noise:
             raise ValueError(
                 "objective=conventional trains a noise predictor: set diffusion.parameterization=eps"
             )
@@ -59,37 +57,35 @@ class Stage2Module(RestorationModule):
         self.teacher.eval()  # the teacher is frozen: always in eval mode
         return self
 
-    def configure_optimizers(self) -> Any:
-        main = super().configure_optimizers()
+    def generator_optimizers(self) -> list[dict]:
+        entries = super().generator_optimizers()
         if self.encoder_iter <= 0:
-            return main
-        student = [
-            p for name, p in self.net.named_parameters() if name.startswith(("condition.", "denoise."))
+            return entries
+        student = list(self.net.student_parameters())
+        return [
+            *entries,
+            self.optimizer_entry(self.optimizer_e_factory(params=student), self.scheduler_e_factory),
         ]
-        optimizer_e = self.optimizer_e_factory(params=student)
-        mains = main if isinstance(main, dict) else {"optimizer": main}
-        entries = [mains, {"optimizer": optimizer_e}]
-        if self.scheduler_e_factory is not None:
-            entries[1]["lr_scheduler"] = {"scheduler": self.scheduler_e_factory(optimizer=optimizer_e)}
-        return entries
+
+    def in_warmup(self, step: int) -> bool:
+        """The official loop counts iterations from 1 and warms up while ``iter < encoder_iter``; step s is
+        iteration s + 1, so the joint phase starts at iteration ``encoder_iter`` exactly as there."""
+        return step + 1 < self.encoder_iter
 
     def optimizer_index(self, step: int) -> int:
-        return 1 if step < self.encoder_iter else 0
+        return 1 if self.in_warmup(step) else 0
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        lq, gt = batch["lq"], batch["gt"]
+        lq = batch["lq"]
         with torch.no_grad():
-            z = self.teacher(lq, gt)
-        warmup = self.global_step < self.encoder_iter
+            z = self.teacher(lq, self.target("teacher", batch))
+        warmup = self.in_warmup(self.global_step)
         terms: dict[str, torch.Tensor] = {}
         out = None
         if self.objective == "conventional":
-            c = self.net.condition(lq)
-            terms["prior_noise_mse"] = self.net.diffusion.noise_prediction_loss(self.net.denoise, c, z)
-            with torch.no_grad():
-                z_hat = self.net.diffusion.sample(self.net.denoise, c)[-1]
+            terms["prior_noise_mse"], z_hat = self.net.conventional_prior(lq, z)
             if not warmup:
-                out = self.net.G(lq, z_hat)
+                out = self.net.restore_with_prior(lq, z_hat)
         else:
             if warmup:  # only CPEN_S2 and the denoiser run and learn
                 z_hat = self.net.estimate_prior(lq, z_teacher=z)[-1]
@@ -99,10 +95,7 @@ class Stage2Module(RestorationModule):
             terms["prior"] = self.prior_loss(z_hat=z_hat, z=z)
         terms["log_prior_kl"] = prior_kl(z_hat.detach(), z)
         if out is not None:
-            mask = batch.get("mask")
-            terms.update(
-                {name: loss(out=out, gt=gt, mask=mask, z=z_hat) for name, loss in self.losses.items()}
-            )
+            terms.update(self.image_losses(out, batch, z_hat))
         return terms
 
     def predict(self, net: nn.Module, batch: dict[str, torch.Tensor], index: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return x, (h, w)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def restore(
     model: DiffIRS1 | DiffIRS2,
     lq: torch.Tensor,
@@ -71,7 +71,7 @@ def start_noise(
     return torch.randn(batch, model.condition.ipr_dim, generator=generator).to(device)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def condition_tiled(cpen: CPEN, lq: torch.Tensor, tile: int) -> torch.Tensor:
     """CPEN_S2's output on a whole image, computed tile by tile: exact and with memory bounded by the tile.
 
@@ -93,7 +93,7 @@ def condition_tiled(cpen: CPEN, lq: torch.Tensor, tile: int) -> torch.Tensor:
     return cpen.mlp(total / (h * w))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def estimate_prior(
     model: DiffIRS2,
     lq: torch.Tensor,
@@ -159,7 +159,7 @@ def _axis_weights(
     return weights, total
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def restore_tiled(
     model: DiffIRS2,
     lq: torch.Tensor,

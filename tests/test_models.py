@@ -114,8 +114,8 @@ def test_stage_mismatch_errors_are_clear():
     with pytest.raises(ValueError, match="stage must be 1 or 2"):
         build_model("sr", 3, 4, **model_preset("sr", "tiny"))
     with pytest.raises(ValueError, match="unknown task"):
-        build_model("denoise", 1)
+        build_model("denoise", 1, **model_preset("sr", "tiny"))
     with pytest.raises(ValueError, match="SR scale"):
-        build_model("sr", 1, 3)
+        build_model("sr", 1, 3, **model_preset("sr", "tiny"))
     with pytest.raises(ValueError, match="needs the ground truth"):
         restore(tiny("sr", 1, 4), lq_for("sr", 8, 8))

@@ -2,7 +2,7 @@
 
 from .blocks import DGFN, DMTA, LayerNorm, TransformerBlock
 from .cpen import CPEN
-from .diffir import DiffIRS1, DiffIRS2
+from .diffir import DiffIRS1, DiffIRS2, set_channels_last
 from .diffusion import Denoiser, IPRDiffusion
 from .dirformer import DIRformer
 from .discriminators import NLayerDiscriminator, UNetDiscriminatorSN
@@ -24,5 +24,6 @@ __all__ = [
     "TransformerBlock",
     "UNetDiscriminatorSN",
     "build_model",
+    "set_channels_last",
     "task_layout",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -15,6 +17,15 @@ def _size_multiple(G: DIRformer, *cpens: CPEN) -> int:  # noqa: N803
     for cpen in cpens:
         multiple = max(multiple, cpen.lq_unshuffle)
     return multiple
+
+
+def set_channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Run every DIRformer and CPEN in ``model`` on channels-last (the default) or NCHW feature maps, weights
+    included. The function computed is the same to float rounding; channels-last is faster on CPU."""
+    for module in model.modules():
+        if isinstance(module, DIRformer | CPEN):
+            module.channels_last = enabled
+    return model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
 
 class DiffIRS1(nn.Module):
@@ -63,6 +74,36 @@ class DiffIRS2(nn.Module):
     @property
     def size_multiple(self) -> int:
         return _size_multiple(self.G, self.condition)
+
+    def student_parameters(self) -> Iterator[nn.Parameter]:
+        """What learns the prior from the LQ: CPEN_S2 and the denoiser (the official warm-up trains only these)."""
+        yield from self.condition.parameters()
+        if self.denoise is not None:
+            yield from self.denoise.parameters()
+
+    @property
+    def predicts_noise(self) -> bool:
+        """True when the denoiser predicts the noise ε (the paper's "conventional" ablation), not the prior."""
+        return self.diffusion is not None and self.diffusion.parameterization == "eps"
+
+    def conventional_prior(
+        self, lq: torch.Tensor, z_teacher: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conventional-diffusion ablation: ``(ε-prediction MSE at a random timestep, ẑ)``, where ẑ is sampled
+        from a Gaussian through all T steps without gradient (the denoiser learns only from the MSE)."""
+        if not self.predicts_noise:
+            raise ValueError(
+                "the conventional objective needs a noise predictor: diffusion.parameterization=eps"
+            )
+        c = self.condition(lq)
+        loss = self.diffusion.noise_prediction_loss(self.denoise, c, z_teacher)
+        with torch.no_grad():
+            z_hat = self.diffusion.sample(self.denoise, c)[-1]
+        return loss, z_hat
+
+    def restore_with_prior(self, lq: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """DIRformer restoration of ``lq`` modulated by a given prior ``z``."""
+        return self.G(lq, z)
 
     def estimate_prior(
         self,

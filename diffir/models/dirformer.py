@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import IPR_DIM, Downsample, TransformerStage, Upsample
+from .blocks import IPR_DIM, Conv1x1, Downsample, TransformerStage, Upsample
 
 SR_SCALES = (1, 2, 4)
 
@@ -47,7 +47,15 @@ class DIRformer(nn.Module):
 
     Levels run at ``dim·(1, 2, 4, 8)`` channels with ``heads`` heads and ``num_blocks`` blocks; the decoder
     reuses the encoder's block counts; decoder level 1 and refinement run at ``2·dim`` with ``heads[0]``.
+
+    Two run-time switches change speed and memory, never the function: ``channels_last`` (default on) runs
+    the feature maps in channels-last memory, where the 3×3 depthwise convolutions and the channel LayerNorm
+    are several times faster on CPU; ``checkpointing`` (default off) recomputes each transformer block's
+    activations in backward instead of storing them (activation checkpointing).
     """
+
+    channels_last: bool = True
+    checkpointing: bool = False
 
     def __init__(
         self,
@@ -101,10 +109,10 @@ class DIRformer(nn.Module):
         self.down3_4 = Downsample(d3)
         self.latent = stage(d4, heads[3], num_blocks[3])
         self.up4_3 = Upsample(d4)
-        self.reduce_chan_level3 = nn.Conv2d(d4, d3, kernel_size=1, bias=bias)
+        self.reduce_chan_level3 = Conv1x1(d4, d3, bias)
         self.decoder_level3 = stage(d3, heads[2], num_blocks[2])
         self.up3_2 = Upsample(d3)
-        self.reduce_chan_level2 = nn.Conv2d(d3, d2, kernel_size=1, bias=bias)
+        self.reduce_chan_level2 = Conv1x1(d3, d2, bias)
         self.decoder_level2 = stage(d2, heads[1], num_blocks[1])
         self.up2_1 = Upsample(d2)
         self.decoder_level1 = stage(d2, heads[0], num_blocks[0])
@@ -113,6 +121,8 @@ class DIRformer(nn.Module):
             self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
         else:
             self.tail = nn.Sequential(Upsampler(d2), nn.Conv2d(d2, out_channels, kernel_size=3, padding=1))
+        if self.channels_last:  # weights in the maps' format too, so oneDNN does not reorder them per call
+            self.to(memory_format=torch.channels_last)
 
     @property
     def size_multiple(self) -> int:
@@ -120,16 +130,22 @@ class DIRformer(nn.Module):
         return 8 * self.lq_unshuffle
 
     def forward(self, lq: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Restore ``lq`` (B, C, H, W) under the prior ``z`` (B, ipr_dim)."""
-        enc1 = self.encoder_level1(self.patch_embed(self.unshuffle(lq)), z)
-        enc2 = self.encoder_level2(self.down1_2(enc1), z)
-        enc3 = self.encoder_level3(self.down2_3(enc2), z)
-        latent = self.latent(self.down3_4(enc3), z)
-        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)), z)
-        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)), z)
-        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1), z)
-        features = self.refinement(dec1, z)
+        """Restore ``lq`` (B, C, H, W) under the prior ``z`` (B, ipr_dim); the output is NCHW-contiguous."""
+        x = self.unshuffle(lq)
+        if self.channels_last:  # convolutions keep their input's memory format: this sets it throughout
+            x = x.contiguous(memory_format=torch.channels_last)
+        ckpt = self.checkpointing
+        enc1 = self.encoder_level1(self.patch_embed(x), z, ckpt)
+        enc2 = self.encoder_level2(self.down1_2(enc1), z, ckpt)
+        enc3 = self.encoder_level3(self.down2_3(enc2), z, ckpt)
+        latent = self.latent(self.down3_4(enc3), z, ckpt)
+        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)), z, ckpt)
+        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)), z, ckpt)
+        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1), z, ckpt)
+        features = self.refinement(dec1, z, ckpt)
         if self.upscale is not None:
-            return self.tail(features) + F.interpolate(lq, scale_factor=self.upscale, mode="nearest")
-        out = self.output(features)
-        return out + lq if self.global_residual else out
+            out = self.tail(features) + F.interpolate(lq, scale_factor=self.upscale, mode="nearest")
+        else:
+            out = self.output(features)
+            out = out + lq if self.global_residual else out
+        return out.contiguous()

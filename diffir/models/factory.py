@@ -43,15 +43,15 @@ def build_model(
     stage: int,
     scale: int = 1,
     *,
-    dim: int = 48,
-    num_blocks: Sequence[int] = (4, 6, 6, 8),
-    num_refinement_blocks: int = 4,
-    heads: Sequence[int] = (1, 2, 4, 8),
-    ffn_expansion_factor: float = 2.66,
-    bias: bool = False,
-    LayerNorm_type: str = "WithBias",  # noqa: N803 - official option name
-    n_encoder_res: int = 6,
-    n_feats: int = 64,
+    dim: int,
+    num_blocks: Sequence[int],
+    num_refinement_blocks: int,
+    heads: Sequence[int],
+    ffn_expansion_factor: float,
+    bias: bool,
+    LayerNorm_type: str,  # noqa: N803 - official option name
+    n_encoder_res: int,
+    n_feats: int,
     diffusion: bool = True,
     n_denoise_res: int = 1,
     timesteps: int = 4,
@@ -63,6 +63,10 @@ def build_model(
     out_channels: int = 3,
 ) -> DiffIRS1 | DiffIRS2:
     """DiffIRS1 (``stage=1``) or DiffIRS2 (``stage=2``) for ``task``.
+
+    The architecture arguments have no defaults: they come from a preset
+    (``conf/model/arch/<task>/<preset>.yaml``, read by ``diffir.config.model_preset``), the one place that
+    says what ``paper``, ``small`` and ``tiny`` are.
 
     ``diffusion=False`` builds the paper's no-diffusion ablation (CPEN_S2 regresses the prior directly).
     ``inp_channels`` is accepted for compatibility with official option files and must match the task.

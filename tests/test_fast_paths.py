@@ -1,0 +1,128 @@
+"""Every optimised path computes the default function: channels-last vs NCHW, activation checkpointing on vs
+off, and the official block formulation of bench/ (the speed baseline) vs ours, outputs and gradients."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from bench.official_formulation import official_formulation
+from diffir.config import model_preset
+from diffir.models import CPEN, DIRformer, build_model, set_channels_last
+from diffir.models.blocks import Conv1x1, conv1x1
+from diffir.summary import summarize
+
+TASK_SCALES = [("sr", 4), ("sr", 2), ("deblur", 1), ("inpainting", 1)]
+ATOL = 1e-5
+
+
+def tiny(task: str, stage: int, scale: int, **kwargs):
+    torch.manual_seed(0)
+    preset = model_preset(task, "tiny")
+    return build_model(task, stage, scale, **{**preset, **kwargs})
+
+
+def stage2_loss(model, task: str, scale: int, seed: int = 1):
+    """Output, prior chain and gradients of one stage-2 training forward/backward (L1 + prior L1)."""
+    generator = torch.Generator().manual_seed(seed)
+    m = model.size_multiple
+    lq = torch.rand(2, 4 if task == "inpainting" else 3, m, 2 * m, generator=generator)
+    gt = torch.rand(2, 3, m * scale, 2 * m * scale, generator=generator)
+    z, noise = (
+        torch.rand(2, model.condition.ipr_dim, generator=generator),
+        torch.randn(2, 32, generator=generator),
+    )
+    model.zero_grad(set_to_none=True)
+    out, chain = model(lq, z_teacher=z, noise=noise)
+    (torch.nn.functional.l1_loss(out, gt) + torch.nn.functional.l1_loss(chain[-1], z)).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return out.detach(), chain[-1].detach(), grads
+
+
+def assert_same(a, b) -> None:
+    out_a, z_a, grads_a = a
+    out_b, z_b, grads_b = b
+    torch.testing.assert_close(out_a, out_b, atol=ATOL, rtol=0)
+    torch.testing.assert_close(z_a, z_b, atol=ATOL, rtol=0)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(
+            grads_a[name], grads_b[name], atol=ATOL, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
+        )
+
+
+def test_models_are_channels_last_by_default_and_switchable():
+    model = tiny("sr", 2, 4)
+    assert all(m.channels_last for m in model.modules() if isinstance(m, DIRformer | CPEN))
+    assert model.G.patch_embed.proj.weight.is_contiguous(memory_format=torch.channels_last)
+    set_channels_last(model, False)
+    assert not any(m.channels_last for m in model.modules() if isinstance(m, DIRformer | CPEN))
+    assert model.G.patch_embed.proj.weight.is_contiguous()
+    out, _ = model(torch.rand(1, 3, 8, 8))
+    assert out.is_contiguous()
+
+
+@pytest.mark.parametrize("task,scale", TASK_SCALES)
+def test_channels_last_equals_nchw(task, scale):
+    fast = tiny(task, 2, scale)
+    nchw = set_channels_last(copy.deepcopy(fast), False)
+    assert_same(stage2_loss(fast, task, scale), stage2_loss(nchw, task, scale))
+
+
+@pytest.mark.parametrize("task,scale", TASK_SCALES)
+def test_activation_checkpointing_equals_default(task, scale):
+    default = tiny(task, 2, scale)
+    checkpointed = copy.deepcopy(default)
+    checkpointed.G.checkpointing = True
+    calls = []
+    checkpointed.G.encoder_level1[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    assert_same(stage2_loss(default, task, scale), stage2_loss(checkpointed, task, scale))
+    assert len(calls) == 2, "a checkpointed block runs again in backward"
+
+
+@pytest.mark.parametrize("layer_norm", ["BiasFree", "WithBias"])
+@pytest.mark.parametrize("task,scale", TASK_SCALES)
+def test_official_formulation_in_bench_equals_ours(task, scale, layer_norm):
+    """The speed baseline is honest: the same function on the same weights (both LayerNorm flavours)."""
+    ours = tiny(task, 2, scale, LayerNorm_type=layer_norm, bias=layer_norm == "WithBias")
+    official = official_formulation(ours)
+    assert official.state_dict().keys() == ours.state_dict().keys()
+    assert not official.G.channels_last
+    assert_same(stage2_loss(ours, task, scale), stage2_loss(official, task, scale))
+
+
+def test_official_formulation_matches_stage1_too():
+    ours = tiny("sr", 1, 4)
+    official = official_formulation(ours)
+    lq, gt = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(lq, gt)[0], official(lq, gt)[0], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_conv_fast_path_equals_conv2d(bias):
+    """The channels-last oneDNN 1×1 path and its hand-written backward against ``F.conv2d``."""
+    torch.manual_seed(0)
+    conv = Conv1x1(6, 10, bias)
+    x = torch.randn(2, 6, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_ref = x.detach().contiguous().requires_grad_()
+    out, ref = conv(x), torch.nn.functional.conv2d(x_ref, conv.weight, conv.bias)
+    assert out.grad_fn is not None and "ChannelsLastConv1x1" in type(out.grad_fn).__name__
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(out, [x, *conv.parameters()], grad)
+    want = torch.autograd.grad(ref, [x_ref, *conv.parameters()], grad)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=0)
+    # NCHW inputs take nn.Conv2d's path
+    assert "ChannelsLast" not in type(conv1x1(x_ref, conv.weight).grad_fn).__name__
+
+
+def test_mac_count_sees_the_direct_onednn_calls():
+    """``diffir.summary`` counts the same MACs whatever the memory format (the 1×1 fast path included)."""
+    model = tiny("sr", 2, 4).eval()
+    lq = (torch.rand(1, 3, 16, 16),)
+    fast = summarize(model, lq)["components"]["G"]["macs"]
+    assert fast > 0 and fast == summarize(set_channels_last(model, False), lq)["components"]["G"]["macs"]

@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf
 
+from .diffusion import PixelDiffusion, build_pixel_diffusion
 from .models import DiffIRS1, DiffIRS2, build_model
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # conf/ of the repository, shipped inside the package
 DIFFUSION_KEYS = (
     "n_denoise_res",
     "timesteps",
@@ -50,9 +53,12 @@ def model_config(
     return config
 
 
-def build_from_config(config: dict[str, Any]) -> DiffIRS1 | DiffIRS2:
-    """Rebuild a model from :func:`model_config`'s output."""
+def build_from_config(config: dict[str, Any]) -> DiffIRS1 | DiffIRS2 | PixelDiffusion:
+    """Rebuild a model from :func:`model_config`'s output (or a pixel-diffusion baseline's ``config()``, which
+    names its ``method``)."""
     config = dict(config)
+    if "method" in config:
+        return build_pixel_diffusion(config)
     return build_model(config.pop("task"), config.pop("stage"), config.pop("scale"), **config)
 
 
@@ -67,6 +73,13 @@ if not OmegaConf.has_resolver("stage_section"):
 
 
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
-    """Compose a project config outside ``@hydra.main`` (the demo, tests, notebooks)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
+    """Compose a project config outside ``@hydra.main`` (the demo, tests, notebooks), or inside another
+    app's run (``eval.py`` composes the task's training config): the running app's Hydra is set aside and
+    restored afterwards."""
+    outer = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=overrides)
+    finally:
+        restore_gh_from_backup(outer)

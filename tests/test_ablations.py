@@ -1,0 +1,63 @@
+"""``python -m bench.ablations``: a row per ablation variant, mean ± std over seeds, the budget stated."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+from PIL import Image
+
+from bench import ablations
+from bench.ablations import REFERENCE, VARIANTS, markdown, summarise
+from diffir.demo import STAGE1
+
+
+def test_summary_is_mean_sample_std_and_paired_difference():
+    per_seed = [
+        {REFERENCE: {"psnr": 20.0}, "T=1": {"psnr": 21.0}, "bicubic": {"psnr": 19.0}, STAGE1: {"psnr": 25.0}},
+        {REFERENCE: {"psnr": 22.0}, "T=1": {"psnr": 22.0}, "bicubic": {"psnr": 19.0}, STAGE1: {"psnr": 27.0}},
+    ]
+    rows = {r["variant"]: r for r in summarise(per_seed, [REFERENCE, "T=1", "bicubic"])}
+    assert rows["T=1"]["psnr_mean"] == 21.5
+    assert rows["T=1"]["psnr_std"] == pytest.approx(math.sqrt(0.5))  # sample std (n - 1)
+    assert rows["T=1"]["psnr_delta_mean"] == 0.5  # (+1, 0): paired by seed
+    assert rows["T=1"]["psnr_delta_std"] == pytest.approx(math.sqrt(0.5))
+    assert "psnr_delta_mean" not in rows[REFERENCE]
+    assert rows["T=1"]["overrides"] == "diffusion.timesteps=1"
+    assert rows[ablations.BASELINES["bicubic"]]["psnr_std"] == 0.0
+    text = markdown(list(rows.values()), ["psnr"], "header")
+    assert "| T=1 | 21.50 ± 0.71 | +0.50 ± 0.71 | ablated, number not retrieved |" in text
+
+
+@pytest.mark.slow
+def test_tiny_ablation_end_to_end(tmp_path, capsys):
+    rows = ablations.main(["--tiny", "--threads", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    references = json.loads((tmp_path / "ablations.json").read_text())["references"]
+    assert [r["variant"] for r in rows] == list(VARIANTS)
+    assert [r["variant"] for r in references] == list(ablations.BASELINES.values())
+    for row in [*rows, *references]:
+        assert row["seeds"] == 2
+        for metric in ("psnr", "ssim"):
+            assert math.isfinite(row[f"{metric}_mean"]) and math.isfinite(row[f"{metric}_std"]), row
+        if row["variant"] in VARIANTS and row["variant"] != REFERENCE:
+            assert math.isfinite(row["psnr_delta_mean"]) and math.isfinite(row["psnr_delta_std"]), row
+    # two seeds train two different stage 1s: the spread over seeds is real, not a copy of one run
+    assert rows[0]["psnr_std"] > 0
+    assert "issue #14" in next(r for r in rows if r["variant"] == "no diffusion")["paper"]
+
+    budget = (
+        "stage 1: 2 steps, stage 2: 2 steps per variant (one stage 1 per seed, shared by its variants); "
+        "batch 2, GT patch 32, model preset 'tiny', seeds [0, 1]"
+    )
+    assert budget in out and "[  0%] seed 0: stage 1, 2 steps" in out and "min left)" in out
+    text = (tmp_path / "ablations.md").read_text()
+    assert budget in text and all(f"| {v} |" in text for v in VARIANTS)
+    with (tmp_path / "ablations.csv").open() as f:
+        assert [r["variant"] for r in csv.DictReader(f)] == [r["variant"] for r in [*rows, *references]]
+    assert json.loads((tmp_path / "ablations.json").read_text())["rows"] == rows
+    with Image.open(tmp_path / "ablations.png") as image:
+        assert image.width > 600 and image.height > 24 * (len(rows) + len(references))
+    assert (tmp_path / "grid_seed0.png").is_file()

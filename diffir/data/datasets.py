@@ -249,6 +249,8 @@ class RestorationDataset(PatchDataset):
         }
         if "mask" in out:
             item["mask"] = torch.from_numpy(np.ascontiguousarray(out["mask"], dtype=np.float32))
+        if "kernel" in out:  # the synthetic blur kernel: GDP's known operator at evaluation
+            item["kernel"] = torch.from_numpy(np.ascontiguousarray(out["kernel"], dtype=np.float32))
         return item
 
 

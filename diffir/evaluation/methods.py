@@ -13,14 +13,16 @@ import torch
 from omegaconf import DictConfig
 
 from ..data import bicubic_upsample
+from ..diffusion import PixelDiffusion
 from ..errors import UsageError
 from ..inference import restore, restore_tiled, start_noise
 from ..models import DiffIRS1
 from ..runner import check_tile_size, load_checkpoint
+from .pixel_diffusion import check_pixel_model, gdp_runner, pixel_runner
 from .protocol import as_list, task_config
 from .samples import Sample
 
-BASELINES = {"bicubic": ("sr",), "identity": ("deblur", "inpainting")}
+BASELINES = {"bicubic": ("sr",), "identity": ("deblur", "inpainting"), "gdp": ("sr", "deblur", "inpainting")}
 
 
 @dataclass
@@ -44,6 +46,10 @@ def _unique_names(paths: list[Path]) -> list[str]:
 def _checkpoint_method(
     model: Any, name: str, path: Path, cfg: DictConfig, scale: int, device: torch.device
 ) -> Method:
+    if isinstance(model, PixelDiffusion):  # SR3 / cDDPM: their own sampler (sampler=, steps=, eta=)
+        check_pixel_model(model, path, cfg)
+        restore_lq = pixel_runner(model, cfg)
+        return Method(name, lambda sample: restore_lq(sample.lq), sum(p.numel() for p in model.parameters()))
     noise = start_noise(model, 1, cfg.seed, device)
     if isinstance(model, DiffIRS1):
         if cfg.tile:
@@ -122,6 +128,10 @@ def build_methods(cfg: DictConfig, device: torch.device) -> tuple[list[Method], 
             raise UsageError(
                 f"method={baseline} is a baseline for {'/'.join(BASELINES[baseline])}, not {task}"
             )
+        if baseline == "gdp":
+            gdp, run = gdp_runner(cfg, task, scale, device)
+            methods.append(Method(f"GDP-{gdp.mode}", run, sum(p.numel() for p in gdp.prior.parameters())))
+            continue
         run = partial(bicubic, scale=scale) if baseline == "bicubic" else identity
         methods.append(Method(baseline, run))
     return methods, task, scale

@@ -24,12 +24,14 @@ from .protocol import degradation
 
 @dataclass
 class Sample:
-    """One test image: the network input (1, C, h, w), its ground truth (1, 3, H, W), the inpainting mask."""
+    """One test image: the network input (1, C, h, w), its ground truth (1, 3, H, W), the inpainting mask
+    and, for synthetic deblurring, the blur kernel (GDP's known operator)."""
 
     name: str
     lq: torch.Tensor
     gt: torch.Tensor
     mask: torch.Tensor | None = None
+    kernel: torch.Tensor | None = None
 
 
 @dataclass
@@ -68,7 +70,8 @@ def _hr_set(
     def load(index: int) -> Sample:
         item = dataset[index]
         mask = item["mask"][None].to(device) if "mask" in item else None
-        return Sample(item["name"], item["lq"][None].to(device), item["gt"][None].to(device), mask)
+        kernel = item["kernel"].to(device) if "kernel" in item else None
+        return Sample(item["name"], item["lq"][None].to(device), item["gt"][None].to(device), mask, kernel)
 
     sizes = [(h - h % scale, w - w % scale) for h, w in (s.size for s in dataset.sources)]
     return TestSet([partial(load, i) for i in range(len(dataset))], [s.path for s in dataset.sources], sizes)

@@ -34,8 +34,8 @@ import torch
 
 from diffir.checkpoint import load_model
 from diffir.config import model_preset
-from diffir.inference import restore, restore_tiled, start_noise
 from diffir.models import build_model
+from diffir.restoration import restore, restore_tiled, start_noise
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -37,11 +37,11 @@ from diffir.config import compose_config, model_preset
 from diffir.data import SamplesDataset
 from diffir.diffusion import GDP, BicubicDown, Blur, Mask, PixelDiffusion, task_operator
 from diffir.evaluation.grids import comparison_grid
-from diffir.inference import restore, start_noise
 from diffir.metrics import MetricSuite, MissingWeightsError
 from diffir.models import build_model
 from diffir.models.adm import ADMUNet
 from diffir.models.unet import UNet, unet_preset
+from diffir.restoration import restore, start_noise
 from diffir.summary import example_inputs, summarize
 from diffir.training import train
 

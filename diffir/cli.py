@@ -15,8 +15,8 @@ from .checkpoint import CheckpointError
 from .config import CONF_DIR
 from .errors import UsageError
 from .evaluation import evaluate as run_evaluation
-from .infer import infer as run_inference
 from .lit import NonFiniteLossError
+from .restore_files import infer as run_inference
 from .training import RunSetupError
 from .training import train as run_training
 

@@ -23,8 +23,8 @@ from .config import compose_config
 from .data import bicubic_upsample
 from .evaluation.grids import comparison_grid, stack
 from .evaluation.report import markdown_table
-from .inference import restore, start_noise
 from .models import DiffIRS1
+from .restoration import restore, start_noise
 from .training import RunSetupError, train
 
 STAGE1, STAGE2 = "DiffIR stage 1 (oracle: prior from GT)", "DiffIR stage 2"

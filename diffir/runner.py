@@ -16,9 +16,9 @@ from omegaconf import DictConfig
 
 from .checkpoint import CheckpointError, load_model
 from .errors import UsageError
-from .inference import check_tiling
 from .io import require_writable_dir
 from .models import DiffIRS1, DiffIRS2
+from .restoration import check_tiling
 from .speed import compile_model
 
 

@@ -17,7 +17,7 @@ from diffir.config import CONF_DIR, compose_config
 from diffir.diffusion import SR3, Blur, ConditionalDDPM, DDPMPrior, task_operator
 from diffir.errors import UsageError
 from diffir.evaluation import evaluate
-from diffir.infer import infer
+from diffir.restore_files import infer
 from diffir.training import RunSetupError, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

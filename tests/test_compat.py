@@ -8,7 +8,7 @@ import torch
 from diffir.checkpoint import CheckpointError, load_model
 from diffir.compat import load_official
 from diffir.convert import main as convert_main
-from diffir.inference import restore
+from diffir.restoration import restore
 
 
 @pytest.fixture

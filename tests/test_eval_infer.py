@@ -23,9 +23,9 @@ from diffir.config import CONF_DIR, model_config, model_preset
 from diffir.data import bicubic_downsample, bicubic_upsample, load_image, mod_crop
 from diffir.errors import UsageError
 from diffir.evaluation import evaluate
-from diffir.infer import infer
 from diffir.metrics import psnr
 from diffir.models import build_model
+from diffir.restore_files import infer
 
 REPO = Path(__file__).resolve().parents[1]
 

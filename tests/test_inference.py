@@ -10,8 +10,8 @@ from torch import nn
 
 from diffir.config import model_preset
 from diffir.data import bicubic_downsample
-from diffir.inference import estimate_prior, restore, restore_tiled, start_noise, tile_starts
 from diffir.models import DiffIRS2, build_model
+from diffir.restoration import estimate_prior, restore, restore_tiled, start_noise, tile_starts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -177,7 +177,7 @@ def test_start_noise_is_seeded(sr_model):
 @pytest.mark.parametrize("task,scale", [("sr", 4), ("sr", 2), ("deblur", 1), ("inpainting", 1)])
 def test_tiled_cpen_gives_the_whole_image_prior(task, scale):
     """CPEN run tile by tile (with its receptive-radius halo) equals CPEN on the whole image."""
-    from diffir.inference import condition_tiled
+    from diffir.restoration import condition_tiled
 
     torch.manual_seed(0)
     model = build_model(task, 2, scale, **{**model_preset(task, "tiny"), "n_encoder_res": 3}).eval()

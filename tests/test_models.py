@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from diffir.config import model_preset
-from diffir.inference import restore
 from diffir.models import DiffIRS1, DiffIRS2, IPRDiffusion, build_model
+from diffir.restoration import restore
 
 TASK_SCALES = [("sr", 4), ("sr", 2), ("sr", 1), ("deblur", 1), ("inpainting", 1)]
 

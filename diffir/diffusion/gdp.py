@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.imresize import imresize
-from ..inference import pad_to_multiple
+from ..restoration import pad_to_multiple
 from .methods import DDPMPrior
 from .samplers import Sampler
 from .schedules import space_timesteps

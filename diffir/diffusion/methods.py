@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.imresize import imresize
-from ..inference import pad_to_multiple
 from ..models.unet import UNet, unet_preset
+from ..restoration import pad_to_multiple
 from .samplers import Sampler
 from .schedules import NoiseSchedule, sample_noise_level, space_timesteps
 

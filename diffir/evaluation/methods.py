@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 from ..data import bicubic_upsample
 from ..diffusion import PixelDiffusion
 from ..errors import UsageError
-from ..inference import restore, restore_tiled, start_noise
 from ..models import DiffIRS1
+from ..restoration import restore, restore_tiled, start_noise
 from ..runner import check_tile_size, load_checkpoint
 from .pixel_diffusion import check_pixel_model, gdp_runner, pixel_runner
 from .protocol import as_list, task_config

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from ..checkpoint import model_record
-from ..inference import restore, start_noise
 from ..models import DiffIRS1, DiffIRS2
+from ..restoration import restore, start_noise
 from ..runner import composite
 from .images import log_panels, panel
 

@@ -16,8 +16,8 @@ from tqdm import tqdm
 from .diffusion import PixelDiffusion
 from .errors import UsageError
 from .evaluation.pixel_diffusion import check_pixel_model, pixel_runner
-from .inference import restore, restore_tiled, start_noise
 from .io import find_images, find_mask, read_image, read_mask, require_writable_dir, save_png
+from .restoration import restore, restore_tiled, start_noise
 from .runner import (
     check_tile_size,
     check_tiling_config,

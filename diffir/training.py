@@ -59,37 +59,41 @@ def separate_multirun_jobs(cfg: DictConfig) -> None:
             cfg.paths.run_dir = str(Path(HydraConfig.get().runtime.output_dir) / Path(cfg.paths.run_dir).name)
 
 
-def stage1_checkpoint(cfg: DictConfig) -> Path:
-    """``stage1_ckpt=`` or the same experiment's stage-1 ``last.ckpt``; a clear error when neither exists."""
-    if cfg.stage1_ckpt:
-        path = Path(cfg.stage1_ckpt)
+def previous_checkpoint(cfg: DictConfig, key: str, stage_dir: str, missing: str) -> Path:
+    """``<key>=<file>`` or the same experiment's ``<stage_dir>/checkpoints/last.ckpt``; one clear error (the
+    ``missing`` text, with ``{path}`` and ``{name}``) when neither exists."""
+    if cfg[key]:
+        path = Path(cfg[key])
         if not path.is_file():
-            raise RunSetupError(f"stage1_ckpt={path} does not exist")
+            raise RunSetupError(f"{key}={path} does not exist")
         return path
-    path = Path(cfg.paths.experiments_dir) / cfg.name / "stage1" / "checkpoints" / "last.ckpt"
+    path = Path(cfg.paths.experiments_dir) / cfg.name / stage_dir / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise RunSetupError(
-            f"stage 2 needs a trained stage 1, and {path} does not exist. Train it first with the same "
-            f"experiment settings (`python train.py stage=1 ...` with name={cfg.name}), or pass "
-            "stage1_ckpt=<checkpoint> (a converted official checkpoint works: python -m diffir.convert)"
-        )
+        raise RunSetupError(missing.format(path=path, name=cfg.name))
     return path
+
+
+def stage1_checkpoint(cfg: DictConfig) -> Path:
+    """The frozen teacher (and stage 2's DIRformer start): ``stage1_ckpt=`` or this experiment's stage 1."""
+    return previous_checkpoint(
+        cfg,
+        "stage1_ckpt",
+        "stage1",
+        "stage 2 needs a trained stage 1, and {path} does not exist. Train it first with the same experiment "
+        "settings (`python train.py stage=1 ...` with name={name}), or pass stage1_ckpt=<checkpoint> "
+        "(a converted official checkpoint works: python -m diffir.convert)",
+    )
 
 
 def stage2_checkpoint(cfg: DictConfig) -> Path:
-    """The adversarial stage's start: ``init_ckpt=`` or the same experiment's stage-2 ``last.ckpt``."""
-    if cfg.init_ckpt:
-        path = Path(cfg.init_ckpt)
-        if not path.is_file():
-            raise RunSetupError(f"init_ckpt={path} does not exist")
-        return path
-    path = Path(cfg.paths.experiments_dir) / cfg.name / "stage2" / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise RunSetupError(
-            f"the adversarial stage starts from a trained stage 2, and {path} does not exist. Train it first "
-            f"(`python train.py stage=2 ...` with name={cfg.name}, after stage=1), or pass init_ckpt=<checkpoint>"
-        )
-    return path
+    """The adversarial stage's start: ``init_ckpt=`` or this experiment's stage 2."""
+    return previous_checkpoint(
+        cfg,
+        "init_ckpt",
+        "stage2",
+        "the adversarial stage starts from a trained stage 2, and {path} does not exist. Train it first "
+        "(`python train.py stage=2 ...` with name={name}, after stage=1), or pass init_ckpt=<checkpoint>",
+    )
 
 
 def load_trained(path: Path, stage: int, config: dict[str, Any]) -> DiffIRS1 | DiffIRS2:

@@ -190,6 +190,11 @@ def test_adversarial_stage_without_stage2_says_what_to_run(tmp_path):
     assert "stage2" in message and "stage=2" in message and "init_ckpt=" in message
 
 
+def test_stage2_without_stage1_says_what_to_run(tmp_path):
+    message = one_line_error(compose_config(overrides(tmp_path, "sr", 2, 1)))
+    assert "stage1" in message and "stage=1" in message and "stage1_ckpt=" in message
+
+
 def test_checkpoints_of_another_task_are_refused(tmp_path):
     stage1 = model_file(tmp_path, "sr", 1)
     deblur2 = model_file(tmp_path, "deblur", 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    leftovers = [p for p in (REPO / "build", REPO / "diffir.egg-info") if not p.exists()]
     subprocess.run(
         [
             sys.executable,
@@ -34,6 +36,8 @@ def wheel(tmp_path_factory) -> Path:
         capture_output=True,
         env={**os.environ, "PIP_NO_INPUT": "1"},
     )
+    for folder in leftovers:  # setuptools builds in the checkout: leave it as it was
+        shutil.rmtree(folder, ignore_errors=True)
     (path,) = out.glob("diffir-*.whl")
     return path
 

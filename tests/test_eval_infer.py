@@ -390,3 +390,18 @@ def test_infer_restores_every_readable_image_then_reports_the_others(ckpts, tmp_
     written = infer(infer_cfg(f"ckpt={ckpts['sr']}", f"input={folder}", f"output={tmp_path / 'o2'}",
                               "skip_bad_files=true"))  # fmt: skip
     assert [p.name for p in written] == ["b_good.png", "c_good.png"]
+
+
+@pytest.mark.parametrize(
+    ("preset", "mask_set", "folder"),
+    [
+        ("places_eval", None, "Places365/evaluation/random_thick_512"),  # the paper's wide masks
+        ("places_eval", "thin_512", "Places365/evaluation/random_thin_512"),  # narrow
+        ("celebahq_eval", None, "CelebA-HQ/evaluation/random_thick_256"),
+        ("celebahq_eval", "thin_256", "CelebA-HQ/evaluation/random_thin_256"),
+    ],
+)
+def test_inpainting_presets_select_the_paper_mask_sets(preset, mask_set, folder):
+    overrides = [f"data={preset}", *([f"data.{preset}.mask_set={mask_set}"] if mask_set else [])]
+    spec = eval_cfg(*overrides).data[preset]
+    assert spec.images.endswith(folder) and spec.masks == spec.images

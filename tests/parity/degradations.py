@@ -14,9 +14,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hydra.utils import get_class, instantiate
 from torch.testing import assert_close
 from torchvision.transforms.functional import rgb_to_grayscale
 
+from diffir.config import compose_config
 from diffir.data.realesrgan import (
     DiffJPEG,
     RealESRGANDegradation,
@@ -178,6 +180,42 @@ def check_degradation_options(ref: dict) -> None:
             checked.add(key)
     assert checked, "no option compared"
     assert inspect.signature(RealESRGANDegradation).parameters["scale"].default is inspect.Parameter.empty
+    check_adversarial_recipe(ref)
+
+
+USM_FLAGS = {"l1_gt_usm": "l1", "percep_gt_usm": "perceptual", "gan_gt_usm": "gan"}
+
+
+def check_adversarial_recipe(ref: dict) -> None:
+    """The same official file's GAN-stage settings are what ``task=realsr adversarial=realsr_v1|v2`` composes:
+    discriminator, GAN and perceptual losses, one D step per G step, and the USM flags of the matching preset."""
+    flags = {USM_FLAGS[k] for k, v in ref["model_options"].items() if k in USM_FLAGS and v}
+    preset = "realsr_v2" if flags else "realsr_v1"
+    cfg = compose_config(["task=realsr", "stage=2", f"adversarial={preset}"])
+    adversary = cfg.gan.adversary
+    network_d = {k: v for k, v in ref["network_d"].items() if k != "type"}
+    assert ref["network_d"]["type"] == "UNetDiscriminatorSN" and adversary.discriminator._target_.endswith(
+        ".UNetDiscriminatorSN"
+    )
+    assert {k: adversary.discriminator[k] for k in network_d} == network_d
+    gan = {k: v for k, v in ref["gan_opt"].items() if k != "type"}
+    assert {k: adversary.gan_loss[k] for k in gan} == gan
+    assert (ref["net_d_iters"], ref["net_d_init_iters"]) == (1, 0)  # what the training step implements
+    assert ref["pixel_opt"] == {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"}
+    assert cfg.losses.l1.criterion == "l1" and cfg.losses.l1.weight == 1.0
+    spec = cfg.losses.perceptual
+    arguments = {
+        name: p.default
+        for name, p in inspect.signature(get_class(spec._target_)).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    } | {k: v for k, v in spec.items() if k != "_target_"}
+    options = {k: v for k, v in ref["perceptual_opt"].items() if k != "type"}
+    layer_weights = instantiate(spec, pretrained=False).layer_weights  # None in the signature: BasicSR's
+    assert dict(layer_weights) == options.pop("layer_weights")
+    for key, value in options.items():
+        assert arguments[key] == value, f"perceptual_opt.{key}: {arguments[key]!r} != {value!r}"
+    # V2 also feeds the sharpened GT to the teacher (diffir-reference.md §3.2); the flags name the rest
+    assert set(cfg.gt_usm) - {"teacher"} == flags, f"{preset}: gt_usm={list(cfg.gt_usm)}, official {flags}"
 
 
 CHECKS: dict[str, Callable[[dict], None]] = {

@@ -150,6 +150,7 @@ def test_inpainting_stage1_learns_with_lama_losses_and_resumes(tmp_path):
     full = train(compose_config(overrides(tmp_path / "full", "inpainting", 1, 4)))
     a, b = weights(Path(full["last_checkpoint"])), weights(Path(resumed["last_checkpoint"]))
     assert any(k.startswith("adversary.discriminator.") for k in a)
+    assert not any(k.startswith("losses.") for k in a), "the frozen ResNetPL encoder went into the checkpoint"
     torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 

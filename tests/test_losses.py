@@ -399,3 +399,18 @@ def test_resnet_pl_without_pretrained_weights_warns_and_runs(caplog):
     x = torch.rand(2, 3, 24, 24)
     assert loss(out=x, gt=x).item() == 0.0
     assert loss(out=x, gt=x.flip(-1)).item() > 0.0
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: PerceptualLoss(pretrained=False), lambda: ResNetPL(pretrained=False)]
+)
+def test_frozen_loss_networks_follow_the_loss_but_stay_out_of_checkpoints(make):
+    """Their fixed pretrained weights (80-95 MB) would otherwise go into every training checkpoint."""
+    parent = nn.ModuleDict({"loss": make()})
+    assert parent.state_dict() == {} and list(parent.parameters()) == []
+    network = next(v for v in vars(parent["loss"]).values() if isinstance(v, nn.Module))
+    parent.to(torch.float64).train()
+    assert all(p.dtype == torch.float64 for p in network.parameters())
+    assert not network.training and not any(p.requires_grad for p in network.parameters())
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
+    assert parent["loss"](out=x, gt=x.flip(-1)).dtype == torch.float64

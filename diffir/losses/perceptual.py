@@ -16,6 +16,7 @@ from torchvision.models import vgg as tv_vgg
 
 from diffir.metrics.weights import require_hub_checkpoint
 
+from .frozen import FrozenNetworkLoss
 from .pixel import CRITERIA
 
 __all__ = ["DEFAULT_LAYER_WEIGHTS", "PerceptualLoss", "VGGFeatureExtractor", "vgg_layer_names"]
@@ -124,7 +125,7 @@ class VGGFeatureExtractor(nn.Module):
         return out
 
 
-class PerceptualLoss(nn.Module):
+class PerceptualLoss(FrozenNetworkLoss):
     """BasicSR ``PerceptualLoss``: Σ_k w_k · d(φ_k(out), φ_k(gt)) × ``perceptual_weight``, plus the same
     on Gram matrices × ``style_weight``; ``d`` is the mean L1 / MSE (``criterion`` l1 / l2) or the Frobenius
     norm of the difference (``fro``). A zero weight switches its term off.
@@ -150,8 +151,9 @@ class PerceptualLoss(nn.Module):
             raise ValueError("PerceptualLoss needs perceptual_weight > 0 or style_weight > 0")
         self.layer_weights = dict(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
         self.perceptual_weight, self.style_weight, self.criterion = perceptual_weight, style_weight, criterion
-        self.vgg = VGGFeatureExtractor(
-            list(self.layer_weights), vgg_type, use_input_norm, range_norm, pretrained
+        self.hold(
+            "vgg",
+            VGGFeatureExtractor(list(self.layer_weights), vgg_type, use_input_norm, range_norm, pretrained),
         )
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from timm.models.resnet import Bottleneck, ResNet
-from torch import nn
 
 from diffir.metrics.weights import require_hub_checkpoint
 
+from .frozen import FrozenNetworkLoss
 from .perceptual import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -101,7 +101,7 @@ def encoder_features(encoder: ResNet, x: torch.Tensor) -> list[torch.Tensor]:
     return features
 
 
-class ResNetPL(nn.Module):
+class ResNetPL(FrozenNetworkLoss):
     """``weight · Σ_levels MSE(φ_l(norm(out)), φ_l(norm(gt)))`` over the four encoder stages (LaMa ResNetPL;
     DiffIR-inpainting: weight 30). Inputs are in [0, 1] and ImageNet-normalised. The encoder is frozen and
     kept in eval mode. ``pretrained=False`` (random encoder, with a warning) is for tests and smoke runs.
@@ -113,7 +113,7 @@ class ResNetPL(nn.Module):
         super().__init__()
         self.weight = weight
         path = ade20k_encoder_file(weights_path) if pretrained else None  # fail before building the net
-        self.encoder = resnet50dilated()
+        self.hold("encoder", resnet50dilated())
         if path is not None:
             self.encoder.load_state_dict(
                 ade20k_to_timm(torch.load(path, map_location="cpu", weights_only=True))
@@ -125,12 +125,6 @@ class ResNetPL(nn.Module):
             )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.encoder.requires_grad_(False)
-        self.train(False)
-
-    def train(self, mode: bool = True) -> ResNetPL:
-        """Stay in eval mode (frozen BatchNorm statistics), whatever the parent module does."""
-        return super().train(False)
 
     def forward(self, *, out: torch.Tensor, gt: torch.Tensor, **_) -> torch.Tensor:
         pred_feats = encoder_features(self.encoder, (out - self.mean) / self.std)

@@ -17,7 +17,8 @@ in one process, and each time is reported as a ratio to the baseline of the same
 - ``diffir-compiled`` (``--compile``): ``torch.compile``d, after a warm-up whose compile time is reported.
 
 A training step is the teacher prior (CPEN_S1, no grad), the stage-2 forward (training chain), L1(out, GT) +
-L1(ẑ, z), backward, Adam and the EMA update. Times are the process CPU time by default (one thread: the
+L1(ẑ, z), backward, Adam and the EMA update; diffir's variants build Adam as diffir's training does (fused),
+the official one as BasicSR does (``torch.optim.Adam`` defaults). Times are the process CPU time by default (one thread: the
 compute, and robust to other load on a shared machine); ``--clock wall`` uses wall-clock time.
 
 Also printed: the share of inference spent on prior estimation (CPEN_S2 + the denoiser), the DIRformer's
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import re
@@ -51,6 +53,7 @@ import torch.nn.functional as F
 
 from bench.official_formulation import official_formulation
 from diffir.config import model_preset
+from diffir.lit.base import RestorationModule
 from diffir.models import DiffIRS2, build_model, set_channels_last
 from diffir.speed import compile_model, compile_seconds, set_checkpointing
 from diffir.summary import summarize
@@ -91,11 +94,17 @@ def inference_fn(model: DiffIRS2, data: dict, bf16: bool = False) -> Callable[[]
 
 
 def training_fn(
-    model: DiffIRS2, teacher: torch.nn.Module, data: dict, bf16: bool = False
+    model: DiffIRS2, teacher: torch.nn.Module, data: dict, bf16: bool = False, official: bool = False
 ) -> Callable[[], None]:
-    """One stage-2 step on ``model`` (its own Adam and EMA copy); ``teacher`` is a stage-1 model's CPEN."""
+    """One stage-2 step on ``model`` (its own Adam and EMA copy); ``teacher`` is a stage-1 model's CPEN.
+
+    The optimiser is built as diffir's training builds it (fused Adam), or, with ``official``, as BasicSR
+    does (``torch.optim.Adam`` with its defaults: the per-parameter loop on CPU).
+    """
     model = model.train()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-8)
+    params = [p for p in model.parameters() if p.requires_grad]
+    adam = functools.partial(torch.optim.Adam, lr=1e-8)
+    optimizer = adam(params=params) if official else RestorationModule.build_optimizer(adam, params)
     ema = copy.deepcopy(model).requires_grad_(False)
 
     def step(after_backward: Callable[[], None] | None = None) -> None:
@@ -177,7 +186,8 @@ def memory_child(args: argparse.Namespace) -> None:
     if args.memory_variant == "official":
         model, teacher = official_formulation(model), official_formulation(teacher)
     set_checkpointing(model, args.memory_variant == "diffir-ckpt")
-    step = training_fn(model, teacher, inputs(task, size, torch.Generator().manual_seed(0)))
+    data = inputs(task, size, torch.Generator().manual_seed(0))
+    step = training_fn(model, teacher, data, official=args.memory_variant == "official")
     step()
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current size (Linux)
     before, peaks = status_mb("VmRSS"), {}
@@ -260,7 +270,9 @@ def bench_task(task: str, sizes: list[int], args: argparse.Namespace, clock, rat
     size = sizes[0]
     data = inputs(task, size, torch.Generator().manual_seed(size))
     steps = {
-        name: training_fn(copy.deepcopy(model), teachers.get(name, teacher), data)
+        name: training_fn(
+            copy.deepcopy(model), teachers.get(name, teacher), data, official=name == "official"
+        )
         for name, model in variants.items()
     }
     steps["diffir-ckpt"] = training_fn(set_checkpointing(copy.deepcopy(ours), True), teacher, data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,23 @@ class RestorationModule(L.LightningModule):
 
     # --- optimisation ---------------------------------------------------------------------------------
     @staticmethod
+    def build_optimizer(
+        factory: Callable[..., torch.optim.Optimizer], params: Iterable
+    ) -> torch.optim.Optimizer:
+        """``factory(params=params)``; Adam and AdamW get torch's fused kernel (the same update in one pass over
+        all parameters, ~2x faster than the per-parameter loop on CPU) unless the config sets ``fused`` or
+        ``foreach`` itself."""
+        params = list(params)
+        options = getattr(factory, "keywords", {})
+        if (
+            getattr(factory, "func", None) in (torch.optim.Adam, torch.optim.AdamW)
+            and not {"fused", "foreach"} & options.keys()
+            and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        ):
+            return factory(params=params, fused=True)
+        return factory(params=params)
+
+    @staticmethod
     def optimizer_entry(optimizer: torch.optim.Optimizer, scheduler: Callable[..., Any] | None) -> dict:
         entry: dict[str, Any] = {"optimizer": optimizer}
         if scheduler is not None:
@@ -102,13 +119,16 @@ class RestorationModule(L.LightningModule):
 
     def generator_optimizers(self) -> list[dict]:
         """The generator's optimisers (``optimizer_index`` picks one per step)."""
-        optimizer = self.optimizer_factory(params=[p for p in self.net.parameters() if p.requires_grad])
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        optimizer = self.build_optimizer(self.optimizer_factory, trainable)
         return [self.optimizer_entry(optimizer, self.scheduler_factory)]
 
     def configure_optimizers(self) -> Any:
         entries = self.generator_optimizers()
         if self.adversary is not None:  # the discriminator's comes last
-            optimizer_d = self.optimizer_d_factory(params=self.adversary.discriminator.parameters())
+            optimizer_d = self.build_optimizer(
+                self.optimizer_d_factory, self.adversary.discriminator.parameters()
+            )
             entries.append(self.optimizer_entry(optimizer_d, self.scheduler_d_factory))
         return entries
 

@@ -64,7 +64,9 @@ class Stage2Module(RestorationModule):
         student = list(self.net.student_parameters())
         return [
             *entries,
-            self.optimizer_entry(self.optimizer_e_factory(params=student), self.scheduler_e_factory),
+            self.optimizer_entry(
+                self.build_optimizer(self.optimizer_e_factory, student), self.scheduler_e_factory
+            ),
         ]
 
     def in_warmup(self, step: int) -> bool:

@@ -19,15 +19,22 @@ IPR_DIM = 256  # 4·C' with C' = 64 in every official configuration
 class BiasFreeLayerNorm(nn.Module):
     """``x / sqrt(var(x) + 1e-5) · w`` over the last dim; the mean is *not* subtracted (official quirk)."""
 
+    bias = None
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        """``x / sqrt(var(x) + 1e-5)``, before the affine part."""
         # two means instead of torch.var, whose Welford kernel is ~10x slower here on short rows
         centred = x - x.mean(-1, keepdim=True)
         var = (centred * centred).mean(-1, keepdim=True)
-        return x * torch.rsqrt(var + 1e-5) * self.weight
+        return x * torch.rsqrt(var + 1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x) * self.weight
 
 
 class WithBiasLayerNorm(nn.Module):
@@ -38,8 +45,13 @@ class WithBiasLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
 
+    @staticmethod
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / sqrt(var + 1e-5)``, before the affine part."""
+        return F.layer_norm(x, x.shape[-1:], None, None, 1e-5)  # one fused kernel, same function
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, 1e-5)  # one fused kernel, same function
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, 1e-5)
 
 
 class Conv1x1(nn.Conv2d):
@@ -119,6 +131,43 @@ def pointwise_depthwise(
     ]
 
 
+def _pixel_major(rows: torch.Tensor) -> torch.Tensor:
+    """(b, heads, hw, d) rows stored as (b, hw, heads·d): the channels-last layout of their feature map
+    (already so for one head)."""
+    return rows.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+class _ChannelGram(torch.autograd.Function):
+    """``q @ kᵀ`` whose backward returns ``∂q`` and ``∂k`` pixel-major (channels-last), like their forward.
+
+    Autograd's matmul backward returns the left operand's gradient as (d, hw) rows, i.e. an NCHW map: the
+    depthwise convolution before it then copies it back to channels-last and the gradient from the q/k norms
+    is added to it across layouts, both slow passes over the map.
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(q, k)
+        return q @ k.transpose(-2, -1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        q, k = ctx.saved_tensors
+        grad_q = grad_k = None
+        if ctx.needs_input_grad[0]:  # (grad @ k)ᵀ = kᵀ gradᵀ, computed pixel-major
+            grad_q = _pixel_major(k.transpose(-2, -1) @ grad.transpose(-2, -1)).transpose(-2, -1)
+        if ctx.needs_input_grad[1]:  # (gradᵀ @ q)ᵀ = qᵀ grad
+            grad_k = _pixel_major(q.transpose(-2, -1) @ grad).transpose(-2, -1)
+        return grad_q, grad_k
+
+
+def channel_gram(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``q @ kᵀ`` for (b, heads, d, hw) maps; gradients keep the channels-last layout."""
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad) and not torch.compiler.is_compiling():
+        return _ChannelGram.apply(q, k)
+    return q @ k.transpose(-2, -1)
+
+
 LAYER_NORMS = {"BiasFree": BiasFreeLayerNorm, "WithBias": WithBiasLayerNorm}
 
 
@@ -132,9 +181,15 @@ class LayerNorm(nn.Module):
         self.body = LAYER_NORMS[layer_norm_type](dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalising over dim 1 after moving it last equals the official b c h w -> b (h w) c round trip;
-        # on a channels-last map the moved view is contiguous, so nothing is copied.
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalisation without the affine ``· w (+ b)``, which :meth:`IPRModulation.modulate` folds in.
+
+        Normalising over dim 1 after moving it last equals the official b c h w -> b (h w) c round trip; on a
+        channels-last map the moved view is contiguous, so nothing is copied.
+        """
+        return self.body.normalize(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class IPRModulation(nn.Module):
@@ -144,9 +199,17 @@ class IPRModulation(nn.Module):
         super().__init__()
         self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
 
-    def modulate(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def modulate(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm | None = None) -> torch.Tensor:
+        """``x · s + t``; with ``norm``, ``LN(x) · s + t`` computed as ``x̂ · (w·s) + (b·s + t)``: the LayerNorm's
+        per-channel affine folds into the modulation's, which saves two passes over the map and their backward."""
         scale, shift = self.kernel(z).view(x.shape[0], -1, 1, 1).chunk(2, dim=1)
-        return torch.addcmul(shift, x, scale)  # x · s + t in one pass, in x's memory format
+        if norm is not None:
+            affine = norm.body
+            if affine.bias is not None:
+                shift = torch.addcmul(shift, affine.bias.view(-1, 1, 1), scale)
+            scale = scale * affine.weight.view(-1, 1, 1)
+            x = norm.normalize(x)
+        return torch.addcmul(shift, x, scale)  # one pass, in x's memory format
 
 
 class DMTA(IPRModulation):
@@ -163,9 +226,10 @@ class DMTA(IPRModulation):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = Conv1x1(dim, dim, bias)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm | None = None) -> torch.Tensor:
+        """``DMTA(x, z)``, or ``DMTA(norm(x), z)`` with the norm folded into the modulation."""
         b, c, h, w = x.shape
-        q, k, v = pointwise_depthwise(self.modulate(x, z), self.qkv, self.qkv_dwconv, 3)
+        q, k, v = pointwise_depthwise(self.modulate(x, z, norm), self.qkv, self.qkv_dwconv, 3)
         # normalize(q) @ normalize(k)ᵀ over the pixels, with the L2 norms (clamped at F.normalize's 1e-12)
         # applied to the small c×c product instead of to q and k
         q_norm, k_norm = (
@@ -173,7 +237,7 @@ class DMTA(IPRModulation):
         )
         q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
         scale = self.temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
-        attn = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
+        attn = (channel_gram(q, k) * scale).softmax(dim=-1)
         # (attn @ v) computed as vᵀ attnᵀ: the product comes out pixel-major, i.e. already channels-last
         out = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2)
         return self.project_out(out.reshape(b, h, w, c).permute(0, 3, 1, 2))
@@ -191,8 +255,9 @@ class DGFN(IPRModulation):
         )
         self.project_out = Conv1x1(hidden, dim, bias)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x1, x2 = pointwise_depthwise(self.modulate(x, z), self.project_in, self.dwconv, 2)
+    def forward(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm | None = None) -> torch.Tensor:
+        """``DGFN(x, z)``, or ``DGFN(norm(x), z)`` with the norm folded into the modulation."""
+        x1, x2 = pointwise_depthwise(self.modulate(x, z, norm), self.project_in, self.dwconv, 2)
         return self.project_out(F.gelu(x1) * x2)
 
 
@@ -215,8 +280,8 @@ class TransformerBlock(nn.Module):
         self.ffn = DGFN(dim, ffn_expansion_factor, bias, ipr_dim)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), z)
-        return x + self.ffn(self.norm2(x), z)
+        x = x + self.attn(x, z, self.norm1)
+        return x + self.ffn(x, z, self.norm2)
 
 
 class TransformerStage(nn.ModuleList):

@@ -3,6 +3,7 @@
     python -m bench.bench_speed                      # quick: every task's paper model at small sizes
     python -m bench.bench_speed --paper              # the issue's sizes (SR x4 at LQ 64 and 128, ...), 7 rounds
     python -m bench.bench_speed --tasks sr --sizes 64 128 --rounds 5 --compile --threads 1
+    python -m bench.bench_speed --tasks deblur --memory-only --memory-sizes 128 256 512   # does 512² fit?
 
 For each task's paper model (stage 2, random weights, batch 1) the variants run interleaved, round by round,
 in one process, and each time is reported as a ratio to the baseline of the same round (median over rounds):
@@ -30,7 +31,9 @@ before it is the step's memory, reported up to the end of backward (activations 
 temporaries) and for the whole step (Adam's update included). The child runs with glibc's
 ``MALLOC_MMAP_THRESHOLD_=65536``: every block of 64 kB or more is mapped on its own and returned to the OS
 when freed, so the resident size follows the live tensors (with the default, adaptive threshold freed
-activation blocks stay resident and the step's peak is under-counted).
+activation blocks stay resident and the step's peak is under-counted). ``--memory-sizes`` measures several
+LQ sizes; a variant that would not fit in this machine's memory at a size (estimated from its largest
+measured size by the pixel ratio) is reported by that estimate, marked ``~``.
 """
 
 from __future__ import annotations
@@ -195,19 +198,64 @@ def memory_child(args: argparse.Namespace) -> None:
     print(json.dumps({**peaks, "step_mb": status_mb("VmHWM") - before}))
 
 
-def training_memory(task: str, size: int, threads: int) -> dict[str, dict[str, float]]:
-    """Peak memory of each variant's training step (``backward_mb``: forward + backward, the activations;
-    ``step_mb``: the whole step, Adam's update included), each in a fresh process."""
-    result = {}
-    for variant in ("official", "diffir", "diffir-ckpt"):
-        command = [sys.executable, "-m", "bench.bench_speed", "--threads", str(threads)]
-        command += ["--memory-task", task, "--memory-size", str(size), "--memory-variant", variant]
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # see the module docstring
-        run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
-        if run.returncode:
-            sys.exit(f"the memory run of {variant} failed:\n{run.stderr}")
-        result[variant] = json.loads(run.stdout.strip().splitlines()[-1])
+MEMORY_VARIANTS = ("official", "diffir", "diffir-ckpt")
+
+
+def available_mb() -> float:
+    """``MemAvailable`` of this machine (MB): what a child may take before the kernel starts killing."""
+    return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text()).group(1)) / 1024
+
+
+def memory_run(task: str, size: int, variant: str, threads: int) -> dict[str, float]:
+    """One variant's training-step memory at LQ ``size``, in a fresh child process."""
+    command = [sys.executable, "-m", "bench.bench_speed", "--threads", str(threads)]
+    command += ["--memory-task", task, "--memory-size", str(size), "--memory-variant", variant]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # see the module docstring
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    if run.returncode:
+        sys.exit(f"the memory run of {variant} at {size}x{size} failed:\n{run.stderr}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def training_memory(task: str, sizes: list[int], threads: int) -> dict[int, dict[str, dict]]:
+    """Peak memory of each variant's training step at each LQ size (``backward_mb``: forward + backward, the
+    activations; ``step_mb``: the whole step, Adam's update included), each in a fresh process.
+
+    Activation memory grows with the pixels: a run whose estimate from the variant's largest measured size
+    (scaled by the pixel ratio) would not fit in 80 % of this machine's available memory is not started; its
+    estimate is reported instead, marked ``extrapolated``."""
+    result: dict[int, dict[str, dict]] = {}
+    measured: dict[str, tuple[int, dict]] = {}
+    for size in sorted(sizes):
+        result[size] = {}
+        for variant in MEMORY_VARIANTS:
+            if variant in measured:
+                base, values = measured[variant]
+                estimate = {k: v * (size / base) ** 2 for k, v in values.items()}
+                if estimate["step_mb"] > 0.8 * available_mb():
+                    result[size][variant] = {**estimate, "extrapolated_from": base}
+                    continue
+            result[size][variant] = memory_run(task, size, variant, threads)
+            measured[variant] = (size, result[size][variant])
     return result
+
+
+def print_memory(task: str, memory: dict[int, dict[str, dict]]) -> None:
+    """One table of the training-step peak memory per LQ size and variant."""
+    print(f"\n{task}: peak memory of a training step (MB; forward + backward / whole step with Adam)")
+    print(f"  {'LQ size':<10}" + "".join(f"{v:>22}" for v in MEMORY_VARIANTS) + f"{'ckpt / diffir':>15}")
+    for size, row in memory.items():
+        cells = []
+        for variant in MEMORY_VARIANTS:
+            values = row[variant]
+            mark = "~" if "extrapolated_from" in values else ""
+            cells.append(f"{mark}{values['backward_mb']:.0f} / {mark}{values['step_mb']:.0f}")
+        ratio = row["diffir-ckpt"]["backward_mb"] / row["diffir"]["backward_mb"]
+        print(f"  {f'{size}x{size}':<10}" + "".join(f"{c:>22}" for c in cells) + f"{ratio:>15.2f}")
+    if any("extrapolated_from" in v for row in memory.values() for v in row.values()):
+        print(
+            f"  ~ extrapolated by pixels from the largest measured size: would not fit here ({available_mb():.0f} MB available)"
+        )
 
 
 def bench_task(task: str, sizes: list[int], args: argparse.Namespace, clock, rate: float) -> dict:
@@ -294,16 +342,6 @@ def bench_task(task: str, sizes: list[int], args: argparse.Namespace, clock, rat
             print(
                 f"  {key.replace('_', ' ')}: {report[key]:.0f} s (cold cache; cached in $TORCHINDUCTOR_CACHE_DIR)"
             )
-    if not args.no_memory:
-        memory = training_memory(task, size, args.threads)
-        report["training_memory_mb"] = memory
-        for key, label in (("backward_mb", "forward + backward"), ("step_mb", "whole step")):
-            values = {k: v[key] for k, v in memory.items()}
-            print(
-                f"  peak memory of a training step, {label} (MB): "
-                + ", ".join(f"{k} {v:.0f}" for k, v in values.items())
-                + f"; checkpointing / diffir = {values['diffir-ckpt'] / values['diffir']:.2f}"
-            )
     return report
 
 
@@ -324,6 +362,13 @@ def main() -> None:
     )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast variants")
     parser.add_argument("--no-memory", action="store_true", help="skip the training-memory child processes")
+    parser.add_argument(
+        "--memory-sizes",
+        nargs="+",
+        type=int,
+        help="LQ sides of the training-memory measurement (default: the training size)",
+    )
+    parser.add_argument("--memory-only", action="store_true", help="only the training-memory measurement")
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     for hidden in ("--memory-task", "--memory-variant"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -343,7 +388,12 @@ def main() -> None:
     reports = []
     for task in args.tasks:
         sizes = args.sizes or (PAPER_SIZES if args.paper else QUICK_SIZES)[task]
-        reports.append(bench_task(task, sizes, args, clock, rate))
+        report = {"task": task} if args.memory_only else bench_task(task, sizes, args, clock, rate)
+        if not args.no_memory:
+            memory = training_memory(task, args.memory_sizes or sizes[:1], args.threads)
+            print_memory(task, memory)
+            report["training_memory_mb"] = memory
+        reports.append(report)
     if args.json:
         args.json.write_text(json.dumps({"matmul_gflops": rate, "tasks": reports}, indent=1))
 

@@ -263,6 +263,12 @@ def is_baseline(cfg: DictConfig) -> bool:
 
 def build_baseline_module(cfg: DictConfig) -> PixelDiffusionModule:
     """SR3 / the image-conditioned DDPM / GDP's prior (``cfg.method.net``) with the shared training loop."""
+    if cfg.get("batch_degradation"):
+        raise RunSetupError(
+            f"method={cfg.method.name} task={cfg.task_name}: the pixel-space baselines train on paired LQ/GT "
+            "images and do not run the batch-wise Real-ESRGAN degradation; use task=sr|deblur|inpainting, "
+            "or train DiffIR on real-world SR (task=realsr without method=)"
+        )
     try:
         net = instantiate(cfg.method.net, _convert_="all")
     except Exception as err:  # Hydra wraps the model's ValueError (bad task, loss, sampler, preset)

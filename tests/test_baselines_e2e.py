@@ -73,7 +73,9 @@ def test_each_method_trains_resumes_exactly_and_rebuilds_from_its_checkpoint(tmp
 def test_bad_method_settings_are_one_line_errors(tmp_path):
     with pytest.raises(RunSetupError, match="method=sr3: unknown U-Net preset 'huge'"):
         train(compose_config(overrides(tmp_path, "sr3", "sr", 2, "method.net.unet.preset=huge")))
-    with pytest.raises(RunSetupError, match="method=sr3 task=realsr: the pixel-space baselines train on paired"):
+    with pytest.raises(
+        RunSetupError, match="method=sr3 task=realsr: the pixel-space baselines train on paired"
+    ):
         train(compose_config(overrides(tmp_path, "sr3", "realsr", 2)))
 
 

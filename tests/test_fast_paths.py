@@ -145,3 +145,22 @@ def test_training_builds_fused_adam_unless_the_config_chooses():
         assert build(functools.partial(optimizer, lr=1e-3), params).defaults["fused"] is True
     assert not build(functools.partial(torch.optim.Adam, foreach=True), params).defaults["fused"]
     assert not build(functools.partial(torch.optim.SGD, lr=0.1), params).defaults["fused"]
+
+
+@pytest.mark.parametrize("layer_norm", ["BiasFree", "WithBias"])
+def test_layer_norm_module_and_its_folded_form_equal_the_official_layer_norm(layer_norm):
+    """``LayerNorm(x)`` and ``normalize(x)·w + b`` (what the modulation folds) are the official LayerNorm."""
+    from bench.official_formulation import OfficialLayerNorm
+    from diffir.models.blocks import LayerNorm
+
+    torch.manual_seed(0)
+    norm = LayerNorm(6, layer_norm)
+    with torch.no_grad():
+        for param in norm.parameters():
+            param.copy_(torch.randn_like(param))
+    x = torch.randn(2, 6, 5, 7).contiguous(memory_format=torch.channels_last) * 3 + 1
+    want = OfficialLayerNorm(norm.body)(x)
+    torch.testing.assert_close(norm(x), want, atol=1e-5, rtol=1e-5)
+    bias = norm.body.bias if norm.body.bias is not None else torch.zeros(6)
+    folded = norm.normalize(x) * norm.body.weight.view(-1, 1, 1) + bias.view(-1, 1, 1)
+    torch.testing.assert_close(folded, want, atol=1e-5, rtol=1e-5)

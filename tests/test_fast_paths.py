@@ -4,14 +4,16 @@ off, and the official block formulation of bench/ (the speed baseline) vs ours, 
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
 
-from bench.official_formulation import official_formulation
+from bench.official_formulation import OfficialLayerNorm, official_formulation
 from diffir.config import model_preset
+from diffir.lit.base import RestorationModule
 from diffir.models import CPEN, DIRformer, build_model, set_channels_last
-from diffir.models.blocks import Conv1x1, conv1x1
+from diffir.models.blocks import Conv1x1, LayerNorm, conv1x1
 from diffir.summary import summarize
 
 TASK_SCALES = [("sr", 4), ("sr", 2), ("deblur", 1), ("inpainting", 1)]
@@ -135,10 +137,6 @@ def test_mac_count_sees_the_direct_onednn_calls():
 def test_training_builds_fused_adam_unless_the_config_chooses():
     """Adam/AdamW from the config run torch's fused kernel; an explicit ``foreach``/``fused`` or another
     optimiser is left as configured."""
-    import functools
-
-    from diffir.lit.base import RestorationModule
-
     params = [torch.nn.Parameter(torch.randn(3, 2))]
     build = RestorationModule.build_optimizer
     for optimizer in (torch.optim.Adam, torch.optim.AdamW):
@@ -150,9 +148,6 @@ def test_training_builds_fused_adam_unless_the_config_chooses():
 @pytest.mark.parametrize("layer_norm", ["BiasFree", "WithBias"])
 def test_layer_norm_module_and_its_folded_form_equal_the_official_layer_norm(layer_norm):
     """``LayerNorm(x)`` and ``normalize(x)·w + b`` (what the modulation folds) are the official LayerNorm."""
-    from bench.official_formulation import OfficialLayerNorm
-    from diffir.models.blocks import LayerNorm
-
     torch.manual_seed(0)
     norm = LayerNorm(6, layer_norm)
     with torch.no_grad():

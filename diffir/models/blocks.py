@@ -199,17 +199,15 @@ class IPRModulation(nn.Module):
         super().__init__()
         self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
 
-    def modulate(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm | None = None) -> torch.Tensor:
-        """``x · s + t``; with ``norm``, ``LN(x) · s + t`` computed as ``x̂ · (w·s) + (b·s + t)``: the LayerNorm's
-        per-channel affine folds into the modulation's, which saves two passes over the map and their backward."""
+    def modulate(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm) -> torch.Tensor:
+        """``LN(x) · s + t`` computed as ``x̂ · (w·s) + (b·s + t)``: the LayerNorm's per-channel affine folds into
+        the modulation's, which saves two passes over the map and their backward."""
         scale, shift = self.kernel(z).view(x.shape[0], -1, 1, 1).chunk(2, dim=1)
-        if norm is not None:
-            affine = norm.body
-            if affine.bias is not None:
-                shift = torch.addcmul(shift, affine.bias.view(-1, 1, 1), scale)
-            scale = scale * affine.weight.view(-1, 1, 1)
-            x = norm.normalize(x)
-        return torch.addcmul(shift, x, scale)  # one pass, in x's memory format
+        affine = norm.body
+        if affine.bias is not None:
+            shift = torch.addcmul(shift, affine.bias.view(-1, 1, 1), scale)
+        scale = scale * affine.weight.view(-1, 1, 1)
+        return torch.addcmul(shift, norm.normalize(x), scale)  # one pass, in x's memory format
 
 
 class DMTA(IPRModulation):
@@ -226,8 +224,8 @@ class DMTA(IPRModulation):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = Conv1x1(dim, dim, bias)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm | None = None) -> torch.Tensor:
-        """``DMTA(x, z)``, or ``DMTA(norm(x), z)`` with the norm folded into the modulation."""
+    def forward(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm) -> torch.Tensor:
+        """``DMTA(norm(x), z)``, the norm folded into the modulation."""
         b, c, h, w = x.shape
         q, k, v = pointwise_depthwise(self.modulate(x, z, norm), self.qkv, self.qkv_dwconv, 3)
         # normalize(q) @ normalize(k)ᵀ over the pixels, with the L2 norms (clamped at F.normalize's 1e-12)
@@ -255,8 +253,8 @@ class DGFN(IPRModulation):
         )
         self.project_out = Conv1x1(hidden, dim, bias)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm | None = None) -> torch.Tensor:
-        """``DGFN(x, z)``, or ``DGFN(norm(x), z)`` with the norm folded into the modulation."""
+    def forward(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm) -> torch.Tensor:
+        """``DGFN(norm(x), z)``, the norm folded into the modulation."""
         x1, x2 = pointwise_depthwise(self.modulate(x, z, norm), self.project_in, self.dwconv, 2)
         return self.project_out(F.gelu(x1) * x2)
 

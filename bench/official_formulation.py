@@ -2,7 +2,8 @@
 
 The official ``DIRformer_arch.py`` (Restormer's blocks) moves every feature map to ``b (h w) c`` and back
 around each LayerNorm (einops ``rearrange``: a copy in, a permuted view out), normalises with ``torch.var``,
-modulates with ``x * s + t``, L2-normalises q and k over the pixels and runs everything in NCHW memory.
+modulates with ``x * s + t``, L2-normalises q and k over the pixels, runs the SR head layer by layer and
+everything in NCHW memory.
 :func:`official_formulation` wraps a diffir model's blocks in exactly those forward passes, sharing the same
 parameter modules (so the state dict and the weights are the very same), and switches channels-last off:
 timing it against the diffir model in one process compares the two formulations of the same function.
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffir.models import set_channels_last
+from diffir.models import set_channels_last, set_composed_head
 from diffir.models.blocks import DGFN, DMTA, BiasFreeLayerNorm, TransformerBlock, TransformerStage
 
 
@@ -109,11 +110,12 @@ class OfficialTransformerBlock(nn.Module):
 
 
 def official_formulation(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (any diffir model or part) computing with the official block formulation in NCHW.
+    """A copy of ``model`` (any diffir model or part) computing with the official block formulation and SR head
+    in NCHW.
 
     Its state dict has the same keys and values as ``model``'s.
     """
-    model = set_channels_last(copy.deepcopy(model), False)
+    model = set_composed_head(set_channels_last(copy.deepcopy(model), False), False)
     for module in model.modules():
         if isinstance(module, TransformerStage):
             for i, block in enumerate(module):

@@ -1,5 +1,6 @@
 """Every optimised path computes the default function: channels-last vs NCHW, activation checkpointing on vs
-off, and the official block formulation of bench/ (the speed baseline) vs ours, outputs and gradients."""
+off, the composed SR head vs layer by layer, and the official block formulation of bench/ (the speed
+baseline) vs ours, outputs and gradients."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from bench.official_formulation import OfficialLayerNorm, official_formulation
 from diffir.config import model_preset
 from diffir.lit.base import RestorationModule
-from diffir.models import CPEN, DIRformer, build_model, set_channels_last
+from diffir.models import CPEN, DIRformer, SRHead, build_model, set_channels_last, set_composed_head
 from diffir.models.blocks import Conv1x1, LayerNorm, conv1x1
 from diffir.summary import summarize
 
@@ -84,6 +85,52 @@ def test_activation_checkpointing_equals_default(task, scale):
     assert len(calls) == 2, "a checkpointed block runs again in backward"
 
 
+@pytest.mark.parametrize("scale", [4, 2])
+def test_composed_sr_head_equals_layer_by_layer(scale):
+    composed = tiny("sr", 2, scale)
+    assert composed.G.tail.composed
+    layered = set_composed_head(copy.deepcopy(composed), False)
+    assert_same(stage2_loss(composed, "sr", scale), stage2_loss(layered, "sr", scale))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("shape", [(2, 6, 3, 5), (1, 6, 1, 4), (1, 6, 2, 2)])
+def test_composed_sr_head_is_exact_at_every_pixel(shape, channels_last):
+    """Against conv → shuffle → conv → shuffle → conv with random biases: every pixel (the border ring, computed
+    apart, included; maps down to one pixel wide) and the gradients of the input and of every weight."""
+    torch.manual_seed(0)
+    head = SRHead(shape[1], 3)
+    with torch.no_grad():
+        for conv in (head[0][0], head[0][2], head[1]):
+            conv.bias.normal_()
+    x = torch.randn(shape)
+    if channels_last:
+        head, x = head.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out = head(x)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, *head.parameters()], grad)
+    head.composed = False
+    ref = head(x)
+    want = torch.autograd.grad(ref, [x, *head.parameters()], grad)
+    assert out.shape == ref.shape == (shape[0], 3, 4 * shape[2], 4 * shape[3])
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+def test_mac_count_is_the_official_one_unless_asked_for_the_executed_one():
+    """``summarize`` counts the SR head layer by layer (the paper's MACs) and leaves the model composed;
+    ``layer_by_layer=False`` counts what runs, fewer MACs."""
+    model = tiny("sr", 2, 4).eval()
+    lq = (torch.rand(1, 3, 16, 16),)
+    official = summarize(model, lq)["components"]["G"]["macs"]
+    assert model.G.tail.composed
+    layered = set_composed_head(copy.deepcopy(model), False)
+    assert official == summarize(layered, lq, layer_by_layer=False)["components"]["G"]["macs"]
+    assert summarize(model, lq, layer_by_layer=False)["components"]["G"]["macs"] < official
+
+
 @pytest.mark.parametrize("layer_norm", ["BiasFree", "WithBias"])
 @pytest.mark.parametrize("task,scale", TASK_SCALES)
 def test_official_formulation_in_bench_equals_ours(task, scale, layer_norm):
@@ -96,6 +143,7 @@ def test_official_formulation_in_bench_equals_ours(task, scale, layer_norm):
     official = official_formulation(ours)
     assert official.state_dict().keys() == ours.state_dict().keys()
     assert not official.G.channels_last
+    assert not any(m.composed for m in official.modules() if isinstance(m, SRHead))
     assert_same(stage2_loss(ours, task, scale), stage2_loss(official, task, scale))
 
 

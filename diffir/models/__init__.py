@@ -2,9 +2,9 @@
 
 from .blocks import DGFN, DMTA, LayerNorm, TransformerBlock
 from .cpen import CPEN
-from .diffir import DiffIRS1, DiffIRS2, set_channels_last
+from .diffir import DiffIRS1, DiffIRS2, set_channels_last, set_composed_head
 from .diffusion import Denoiser, IPRDiffusion
-from .dirformer import DIRformer
+from .dirformer import DIRformer, SRHead
 from .discriminators import NLayerDiscriminator, UNetDiscriminatorSN
 from .factory import TASKS, TaskLayout, build_model, task_layout
 
@@ -20,10 +20,12 @@ __all__ = [
     "IPRDiffusion",
     "LayerNorm",
     "NLayerDiscriminator",
+    "SRHead",
     "TaskLayout",
     "TransformerBlock",
     "UNetDiscriminatorSN",
     "build_model",
     "set_channels_last",
+    "set_composed_head",
     "task_layout",
 ]

@@ -9,7 +9,7 @@ from torch import nn
 
 from .cpen import CPEN
 from .diffusion import Denoiser, IPRDiffusion
-from .dirformer import DIRformer
+from .dirformer import DIRformer, SRHead
 
 
 def _size_multiple(G: DIRformer, *cpens: CPEN) -> int:  # noqa: N803
@@ -26,6 +26,15 @@ def set_channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
         if isinstance(module, DIRformer | CPEN):
             module.channels_last = enabled
     return model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+
+
+def set_composed_head(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Run every SR head in ``model`` composed (the default: same function, far fewer MACs; see
+    :class:`SRHead`) or layer by layer as the official code does."""
+    for module in model.modules():
+        if isinstance(module, SRHead):
+            module.composed = enabled
+    return model
 
 
 class DiffIRS1(nn.Module):

@@ -236,9 +236,13 @@ class DMTA(IPRModulation):
         q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
         scale = self.temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
         attn = (channel_gram(q, k) * scale).softmax(dim=-1)
-        # (attn @ v) computed as vᵀ attnᵀ: the product comes out pixel-major, i.e. already channels-last
-        out = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2)
-        return self.project_out(out.reshape(b, h, w, c).permute(0, 3, 1, 2))
+        # project_out(attn @ v) = (W_o · blockdiag(attn)) @ v: one c×c product per image replaces a pass of
+        # h·w·c·d MACs; computed as v_rows @ mixᵀ, pixel-major, i.e. the output comes out channels-last
+        mix = torch.einsum("ohi,bhij->bohj", self.project_out.weight.view(c, self.num_heads, -1), attn)
+        out = v.reshape(b, c, h * w).transpose(1, 2) @ mix.reshape(b, c, c).transpose(1, 2)
+        if self.project_out.bias is not None:
+            out = out + self.project_out.bias
+        return out.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 class DGFN(IPRModulation):

@@ -119,6 +119,15 @@ def test_composed_sr_head_is_exact_at_every_pixel(shape, channels_last):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
 
 
+def test_composed_sr_head_runs_under_bf16_autocast():
+    torch.manual_seed(0)
+    head, x = SRHead(6, 3), torch.rand(1, 6, 4, 5)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = head(x)
+    head.composed = False
+    torch.testing.assert_close(out.float(), head(x), atol=0.05, rtol=0.05)
+
+
 def test_mac_count_is_the_official_one_unless_asked_for_the_executed_one():
     """``summarize`` counts the SR head layer by layer (the paper's MACs) and leaves the model composed;
     ``layer_by_layer=False`` counts what runs, fewer MACs."""

@@ -112,7 +112,8 @@ class SRHead(nn.Sequential):
         def layers(strip: torch.Tensor) -> torch.Tensor:
             return last(shuffle(inner(strip)))
 
-        kernel, bias = compose_shuffle_conv(inner, last)
+        with torch.autocast(x.device.type, enabled=False):  # composed in the weights' precision
+            kernel, bias = compose_shuffle_conv(inner, last)
         out = shuffle(F.conv2d(y, kernel, bias, padding=2))
         out[..., :1, :] = layers(y[..., :2, :])[..., :1, :]
         out[..., -1:, :] = layers(y[..., -2:, :])[..., -1:, :]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffir.models import set_channels_last, set_composed_head
+from diffir.models import set_channels_last, set_composed
 from diffir.models.blocks import DGFN, DMTA, BiasFreeLayerNorm, TransformerBlock, TransformerStage
 
 
@@ -115,7 +115,7 @@ def official_formulation(model: nn.Module) -> nn.Module:
 
     Its state dict has the same keys and values as ``model``'s.
     """
-    model = set_composed_head(set_channels_last(copy.deepcopy(model), False), False)
+    model = set_composed(set_channels_last(copy.deepcopy(model), False), False)
     for module in model.modules():
         if isinstance(module, TransformerStage):
             for i, block in enumerate(module):

@@ -3,7 +3,7 @@
 Prints the parameters of each component (DIRformer, CPEN_S1 or CPEN_S2, denoiser) and the MACs of one
 forward pass at a stated size (``input_size=<GT side>``, default 256, i.e. LQ 64×64 for SR ×4), counted
 with torch's own FLOP counter (MACs = FLOPs / 2), layer by layer as the official code computes them
-(what papers report; diffir's composed SR head executes fewer). The last line is a JSON object (``params`` = total).
+(what papers report; diffir's composed SR head and attention execute fewer). The last line is a JSON object (``params`` = total).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import build_from_config, compose_config, model_config
-from .models import DiffIRS1, DiffIRS2, SRHead
+from .models import DMTA, DiffIRS1, DiffIRS2, SRHead
 
 COMPONENT_NAMES = {
     "G": "DIRformer (G)",
@@ -41,18 +41,19 @@ def summarize(
     """Parameters and MACs per top-level component, and totals.
 
     ``layer_by_layer`` (default) counts the MACs of the architecture as the official code computes it, the
-    number papers report; ``False`` counts what diffir executes (its composed SR head needs fewer).
+    number papers report; ``False`` counts what diffir executes (its composed SR head and attention need
+    fewer).
     """
-    switched = [m for m in model.modules() if isinstance(m, SRHead) and m.composed] if layer_by_layer else []
+    switched = [m for m in model.modules() if isinstance(m, SRHead | DMTA) and m.composed and layer_by_layer]
     counter = FlopCounterMode(display=False)
     try:
-        for head in switched:
-            head.composed = False
+        for module in switched:
+            module.composed = False
         with torch.no_grad(), counter:
             model(*inputs)
     finally:
-        for head in switched:
-            head.composed = True
+        for module in switched:
+            module.composed = True
     flops = counter.get_flop_counts()
     root = type(model).__name__
     components = {}

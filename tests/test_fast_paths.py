@@ -13,7 +13,7 @@ import torch
 from bench.official_formulation import OfficialLayerNorm, official_formulation
 from diffir.config import model_preset
 from diffir.lit.base import RestorationModule
-from diffir.models import CPEN, DIRformer, SRHead, build_model, set_channels_last, set_composed_head
+from diffir.models import CPEN, DMTA, DIRformer, SRHead, build_model, set_channels_last, set_composed
 from diffir.models.blocks import Conv1x1, LayerNorm, conv1x1
 from diffir.summary import summarize
 
@@ -85,12 +85,15 @@ def test_activation_checkpointing_equals_default(task, scale):
     assert len(calls) == 2, "a checkpointed block runs again in backward"
 
 
-@pytest.mark.parametrize("scale", [4, 2])
-def test_composed_sr_head_equals_layer_by_layer(scale):
-    composed = tiny("sr", 2, scale)
-    assert composed.G.tail.composed
-    layered = set_composed_head(copy.deepcopy(composed), False)
-    assert_same(stage2_loss(composed, "sr", scale), stage2_loss(layered, "sr", scale))
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("task,scale", TASK_SCALES)
+def test_composed_head_and_attention_equal_layer_by_layer(task, scale, bias):
+    """The SR head and the attention's output projection composed (default) vs in the official order."""
+    composed = tiny(task, 2, scale, bias=bias)
+    assert all(m.composed for m in composed.modules() if isinstance(m, SRHead | DMTA))
+    layered = set_composed(copy.deepcopy(composed), False)
+    assert not any(m.composed for m in layered.modules() if isinstance(m, SRHead | DMTA))
+    assert_same(stage2_loss(composed, task, scale), stage2_loss(layered, task, scale))
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -135,7 +138,7 @@ def test_mac_count_is_the_official_one_unless_asked_for_the_executed_one():
     lq = (torch.rand(1, 3, 16, 16),)
     official = summarize(model, lq)["components"]["G"]["macs"]
     assert model.G.tail.composed
-    layered = set_composed_head(copy.deepcopy(model), False)
+    layered = set_composed(copy.deepcopy(model), False)
     assert official == summarize(layered, lq, layer_by_layer=False)["components"]["G"]["macs"]
     assert summarize(model, lq, layer_by_layer=False)["components"]["G"]["macs"] < official
 
@@ -152,7 +155,7 @@ def test_official_formulation_in_bench_equals_ours(task, scale, layer_norm):
     official = official_formulation(ours)
     assert official.state_dict().keys() == ours.state_dict().keys()
     assert not official.G.channels_last
-    assert not any(m.composed for m in official.modules() if isinstance(m, SRHead))
+    assert not any(m.composed for m in official.modules() if isinstance(m, SRHead | DMTA))
     assert_same(stage2_loss(ours, task, scale), stage2_loss(official, task, scale))
 
 

@@ -2,7 +2,7 @@
 
 from .blocks import DGFN, DMTA, LayerNorm, TransformerBlock
 from .cpen import CPEN
-from .diffir import DiffIRS1, DiffIRS2, set_channels_last, set_composed_head
+from .diffir import DiffIRS1, DiffIRS2, set_channels_last, set_composed
 from .diffusion import Denoiser, IPRDiffusion
 from .dirformer import DIRformer, SRHead
 from .discriminators import NLayerDiscriminator, UNetDiscriminatorSN
@@ -26,6 +26,6 @@ __all__ = [
     "UNetDiscriminatorSN",
     "build_model",
     "set_channels_last",
-    "set_composed_head",
+    "set_composed",
     "task_layout",
 ]

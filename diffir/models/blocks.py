@@ -214,7 +214,11 @@ class DMTA(IPRModulation):
     """Dynamic multi-head transposed attention: Restormer's MDTA on IPR-modulated features.
 
     Attention is across channels (a c×c map per head), so its cost is linear in the number of pixels.
+    ``composed`` (default on) applies ``project_out`` to the attention map instead of to ``attn @ v`` (the same
+    linear map, one pass over the pixels fewer); ``composed=False`` computes in the official order.
     """
+
+    composed: bool = True
 
     def __init__(self, dim: int, num_heads: int, bias: bool, ipr_dim: int = IPR_DIM) -> None:
         super().__init__(dim, ipr_dim)
@@ -236,6 +240,11 @@ class DMTA(IPRModulation):
         q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
         scale = self.temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
         attn = (channel_gram(q, k) * scale).softmax(dim=-1)
+        if not self.composed:  # (attn @ v) as vᵀ attnᵀ: pixel-major, i.e. already channels-last
+            out = (
+                v.reshape(b, self.num_heads, -1, h * w).transpose(-2, -1) @ attn.transpose(-2, -1)
+            ).transpose(1, 2)
+            return self.project_out(out.reshape(b, h, w, c).permute(0, 3, 1, 2))
         # project_out(attn @ v) = (W_o · blockdiag(attn)) @ v: one c×c product per image replaces a pass of
         # h·w·c·d MACs; computed as v_rows @ mixᵀ, pixel-major, i.e. the output comes out channels-last
         mix = torch.einsum("ohi,bhij->bohj", self.project_out.weight.view(c, self.num_heads, -1), attn)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from .blocks import DMTA
 from .cpen import CPEN
 from .diffusion import Denoiser, IPRDiffusion
 from .dirformer import DIRformer, SRHead
@@ -28,11 +29,11 @@ def set_channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
 
-def set_composed_head(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Run every SR head in ``model`` composed (the default: same function, far fewer MACs; see
-    :class:`SRHead`) or layer by layer as the official code does."""
+def set_composed(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Run the SR heads and the attentions in ``model`` composed (the default: the same linear maps in far
+    fewer MACs, see :class:`SRHead` and :class:`DMTA`) or layer by layer, in the official code's order."""
     for module in model.modules():
-        if isinstance(module, SRHead):
+        if isinstance(module, SRHead | DMTA):
             module.composed = enabled
     return model
 

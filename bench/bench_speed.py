@@ -308,7 +308,7 @@ def bench_task(task: str, sizes: list[int], args: argparse.Namespace, clock, rat
         print(f"  prior estimation (CPEN_S2 + denoiser): {share:.1%} of the diffir inference time")
         print(
             f"  DIRformer: {macs / 1e9:.1f} GMACs layer by layer (the official count), {executed / 1e9:.1f} "
-            f"executed (composed SR head) in {parts['G']:.3f} s = {mac_rate:.1f} GMAC/s, "
+            f"executed (composed SR head and attention) in {parts['G']:.3f} s = {mac_rate:.1f} GMAC/s, "
             f"{mac_rate / (rate / 2):.0%} of the matmul rate ({rate / 2:.1f} GMAC/s)"
         )
         report["inference"][size] = {

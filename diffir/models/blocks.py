@@ -241,9 +241,7 @@ class DMTA(IPRModulation):
         scale = self.temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
         attn = (channel_gram(q, k) * scale).softmax(dim=-1)
         if not self.composed:  # (attn @ v) as vᵀ attnᵀ: pixel-major, i.e. already channels-last
-            out = (
-                v.reshape(b, self.num_heads, -1, h * w).transpose(-2, -1) @ attn.transpose(-2, -1)
-            ).transpose(1, 2)
+            out = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2)
             return self.project_out(out.reshape(b, h, w, c).permute(0, 3, 1, 2))
         # project_out(attn @ v) = (W_o · blockdiag(attn)) @ v: one c×c product per image replaces a pass of
         # h·w·c·d MACs; computed as v_rows @ mixᵀ, pixel-major, i.e. the output comes out channels-last

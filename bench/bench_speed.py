@@ -11,7 +11,8 @@ in one process, and each time is reported as a ratio to the baseline of the same
 - ``official``: the same weights computed with the official formulation of the blocks (permuting LayerNorm,
   ``torch.var``, NCHW; ``bench/official_formulation.py``, tested equal to ours): the stand-in for the official
   code, which runs at this speed;
-- ``diffir``: the default path (channels-last, fused LayerNorm, oneDNN 1x1 convolutions, composed SR head);
+- ``diffir``: the default path (channels-last, fused LayerNorm, oneDNN 1x1 convolutions, composed SR head
+  and attention projection);
 - ``diffir-nchw``: the same code in NCHW memory (what channels-last brings);
 - ``diffir-bf16``: the default under CPU bf16 autocast (``trainer.precision=bf16-mixed``), when supported;
 - ``diffir-ckpt`` (training): with activation checkpointing of the DIRformer blocks;
@@ -23,9 +24,9 @@ the official one as BasicSR does (``torch.optim.Adam`` defaults). Times are the 
 compute, and robust to other load on a shared machine); ``--clock wall`` uses wall-clock time.
 
 Also printed: the share of inference spent on prior estimation (CPEN_S2 + the denoiser), the DIRformer's
-MACs (``diffir.summary``: as the official code computes them, and as diffir executes them with its composed
-SR head) and the executed MACs per second against this machine's measured float32 matmul rate, and the peak memory
-of a training step with and without checkpointing. Memory is measured in a fresh child process per variant
+MACs (``diffir.summary``: as the official code computes them, and as diffir executes them, composed) and the
+executed MACs per second against this machine's measured float32 matmul rate, and the peak memory of a
+training step with and without checkpointing. Memory is measured in a fresh child process per variant
 (torch's CPU allocator is invisible to tracemalloc): after a warm-up step (so Adam's state exists), the peak
 resident set size is reset (``/proc/self/clear_refs``), and the peak during one more step minus the size
 before it is the step's memory, reported up to the end of backward (activations kept for backward, gradients,

@@ -131,8 +131,8 @@ class DIRformer(nn.Module):
     Two run-time switches change speed and memory, never the function: ``channels_last`` (default on) runs
     the feature maps in channels-last memory, where the 3×3 depthwise convolutions and the channel LayerNorm
     are several times faster on CPU; ``checkpointing`` (default off) recomputes each transformer block's
-    activations in backward instead of storing them (activation checkpointing). The SR head's ``composed``
-    switch (:class:`SRHead`, default on) is a third.
+    activations in backward instead of storing them (activation checkpointing). A third, ``composed`` on the
+    SR head and the attentions (``set_composed``, default on), computes two linear maps in fewer MACs.
     """
 
     channels_last: bool = True

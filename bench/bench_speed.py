@@ -20,8 +20,9 @@ in one process, and each time is reported as a ratio to the baseline of the same
 
 A training step is the teacher prior (CPEN_S1, no grad), the stage-2 forward (training chain), L1(out, GT) +
 L1(ẑ, z), backward, Adam and the EMA update; diffir's variants build Adam as diffir's training does (fused),
-the official one as BasicSR does (``torch.optim.Adam`` defaults). Times are the process CPU time by default (one thread: the
-compute, and robust to other load on a shared machine); ``--clock wall`` uses wall-clock time.
+the official one as BasicSR does (``torch.optim.Adam`` defaults). Times are the process CPU time by default
+(one thread: the compute, and robust to other load on a shared machine); ``--clock wall`` uses wall-clock
+time.
 
 Also printed: the share of inference spent on prior estimation (CPEN_S2 + the denoiser), the DIRformer's
 MACs (``diffir.summary``: as the official code computes them, and as diffir executes them, composed) and the

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diffir.config import build_from_config, model_config, model_preset
+from diffir.models import SRHead
 from diffir.summary import example_inputs, format_table, main, summarize
 
 
@@ -54,6 +55,33 @@ def test_macs_of_a_known_layer_are_exact():
     assert summary["components"]["denoise"] == {"params": 256 * 64, "macs": 256 * 64}
     table = format_table(summary, "toy")
     assert "DIRformer (G)" in table and f"{8 * 3 * 9 * 256:,}" in table
+
+
+def test_sr_head_macs_official_and_executed_are_exact():
+    """The SR head (conv n→4n, shuffle, conv n→4n, shuffle, conv n→3) counted layer by layer, and as diffir runs
+    it: the first conv, composing the kernel, the 5×5 conv to 3×4 phases, and the two layers on the four 2-pixel
+    strips."""
+    n, h, w = 4, 3, 5
+
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.G = SRHead(n, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.G(x)
+
+    def inner_then_last(rows: int, cols: int) -> int:  # on a rows×cols map of the first shuffle's output
+        return rows * cols * n * 4 * n * 9 + 4 * rows * cols * n * 3 * 9
+
+    first = h * w * n * 4 * n * 9
+    official = first + inner_then_last(2 * h, 2 * w)
+    strips = 2 * inner_then_last(2, 2 * w) + 2 * inner_then_last(2 * h, 2)
+    composing = 3 * 9 * n * (4 * n * 9 + 4)  # the outer taps times the inner weights and biases, per call
+    executed = first + composing + 4 * h * w * 12 * n * 25 + strips
+    x = (torch.rand(1, n, h, w),)
+    assert summarize(Toy(), x)["components"]["G"]["macs"] == official
+    assert summarize(Toy(), x, layer_by_layer=False)["components"]["G"]["macs"] == executed
 
 
 def test_the_command_prints_a_table_and_a_json_line(capsys):

@@ -61,7 +61,7 @@ def _phase_taps() -> tuple[torch.Tensor, ...]:
     return torch.tensor(m), torch.tensor(n), torch.tensor(sub), torch.tensor(targets).flatten()
 
 
-PHASE_TAPS = _phase_taps()
+_PHASE_TAPS = _phase_taps()
 
 
 def compose_shuffle_conv(inner: nn.Conv2d, outer: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -72,7 +72,7 @@ def compose_shuffle_conv(inner: nn.Conv2d, outer: nn.Conv2d) -> tuple[torch.Tens
     w_in, w_out = inner.weight, outer.weight
     c_out, c_mid, c_in = w_out.shape[0], w_out.shape[1], w_in.shape[1]
     taps, dev = w_out.permute(0, 2, 3, 1).reshape(c_out * 9, c_mid), w_in.device
-    m, n, sub, target = (t.to(dev) for t in PHASE_TAPS)
+    m, n, sub, target = (t.to(dev) for t in _PHASE_TAPS)
     products = (taps @ w_in.reshape(c_mid, 4 * c_in * 9)).view(c_out, 3, 3, 4, c_in, 9)[:, m, n, sub]
     kernel = w_in.new_zeros(c_out, c_in, 4 * 25).index_add_(
         2, target, products.permute(0, 2, 1, 3).reshape(c_out, c_in, 36 * 9)

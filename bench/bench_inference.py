@@ -60,9 +60,9 @@ def run_variant(args: argparse.Namespace) -> None:
     before = rss_mb()
     start = time.perf_counter()
     if args.variant == "tiled":
-        out = restore_tiled(model, lq, args.tile, args.overlap, 4, noise, prior_max_side=args.prior_max_side)
+        out = restore_tiled(model, lq, args.tile, args.overlap, noise, prior_max_side=args.prior_max_side)
     else:
-        out = restore(model, lq, noise=noise, scale=4)
+        out = restore(model, lq, noise=noise)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     torch.save(out, args.out)

@@ -155,7 +155,7 @@ def runners(
 
     return {
         "DiffIR": (
-            lambda x: restore(diffir, x["lq"], noise=start_noise(diffir, 1, x["index"]), scale=scale),
+            lambda x: restore(diffir, x["lq"], noise=start_noise(diffir, 1, x["index"])),
             diffir,
             1,
         ),

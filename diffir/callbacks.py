@@ -4,7 +4,10 @@ files written atomically and read safely."""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -16,6 +19,7 @@ from lightning.pytorch.callbacks import (
     ProgressBar,
     TQDMProgressBar,
 )
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .checkpoint import atomic_save, read_checkpoint
 
@@ -34,6 +38,53 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
         return read_checkpoint(path)
+
+
+class Interruption(Callback):
+    """A run stopped by SIGTERM (SLURM preemption, ``timeout``, a container stop) or Ctrl+C ends at a step
+    boundary with ``last.ckpt`` saved (atomically, through the checkpoint plugin), and the run knows it was
+    interrupted (``signal``), so the command can say so and exit non-zero instead of passing for finished.
+
+    SIGTERM is Lightning's own path (its loops raise ``SIGTERMException`` between steps; SLURM's requeue signal
+    is untouched); Ctrl+C asks for a stop after the current step, and a second Ctrl+C stops at once.
+    """
+
+    def __init__(self, last_checkpoint: str | Path) -> None:
+        self.last_checkpoint = Path(last_checkpoint)
+        self.signal: str | None = None
+        self._previous_sigint: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_sigint()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.signal = "SIGINT"
+        self._restore_sigint()  # a second Ctrl+C is a KeyboardInterrupt
+        log.warning(
+            "Ctrl+C: stopping after this step and saving %s (Ctrl+C again to stop now)", self.last_checkpoint
+        )
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.signal is not None:
+            trainer.should_stop = True
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_sigint()
+        if isinstance(exception, SIGTERMException):
+            self.signal = "SIGTERM"
+            if trainer.global_step:  # raised between steps: the state is that of a finished step
+                trainer.save_checkpoint(self.last_checkpoint, weights_only=False)
 
 
 class StepProgressBar(TQDMProgressBar):

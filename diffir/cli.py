@@ -17,7 +17,7 @@ from .errors import UsageError
 from .evaluation import evaluate as run_evaluation
 from .lit import NonFiniteLossError
 from .restore_files import infer as run_inference
-from .training import RunSetupError
+from .training import RunInterrupted, RunSetupError
 from .training import train as run_training
 
 
@@ -28,6 +28,9 @@ def train(cfg: DictConfig) -> float | None:
         summary = run_training(cfg)
     except (RunSetupError, CheckpointError, NonFiniteLossError, UsageError) as err:
         sys.exit(f"error: {err}")
+    except RunInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     return summary["best_val_psnr"]  # the value an Optuna sweep optimises
 
 

@@ -47,9 +47,7 @@ def compare(
         outputs = {"bicubic": bicubic_upsample(lq, cfg.scale).clamp(0, 1)}
         for name, model in models.items():
             noise = start_noise(model, 1, cfg.seed + index)
-            out = restore(
-                model, lq, gt=gt if isinstance(model, DiffIRS1) else None, noise=noise, scale=cfg.scale
-            )
+            out = restore(model, lq, gt=gt if isinstance(model, DiffIRS1) else None, noise=noise)
             outputs[name] = out.clamp(0, 1)
         labels = ["LQ"]
         for name, out in outputs.items():

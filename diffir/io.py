@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,7 +28,10 @@ from PIL import Image
 
 from .errors import UsageError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+log = logging.getLogger("diffir")
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+EXIF_ORIENTATION = 0x0112  # the EXIF tag of how a viewer turns the stored pixels upright
 
 # The bytes that end a complete file; a truncated download or copy lacks them.
 _END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9"}
@@ -39,13 +43,50 @@ def is_image_file(name: str | Path) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursive, following symlinks, sorted), skipping hidden files and folders."""
+def list_images(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Image files under ``root`` (recursive, following symlinks, sorted), skipping hidden files and folders
+    and the folder ``exclude`` (a run's output inside its input folder: its results are not inputs)."""
+    skip = None if exclude is None else Path(exclude).expanduser().resolve()
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and Path(dirpath, d).resolve() != skip
+        )
         found += [Path(dirpath, f) for f in sorted(filenames) if is_image_file(f)]
     return found
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8; 1 = stored upright) of an open image, 1 when it has none."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1  # an eXIf chunk after the pixels: PIL would decode the whole image to find it
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block must not make the picture unreadable
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def file_orientation(path: str | Path) -> int:
+    """The EXIF orientation of an image file (1 when it has none or cannot be read here)."""
+    try:
+        with Image.open(path) as img:
+            return orientation(img)
+    except Exception:  # noqa: BLE001 - the decoder that reads the pixels reports a broken file
+        return 1
+
+
+def upright(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored ``H x W [x C]`` pixels turned as a viewer shows them (EXIF orientation 1-8; what
+    ``PIL.ImageOps.exif_transpose`` does, for any dtype)."""
+    if orientation in (5, 6, 7, 8):  # the four that swap height and width
+        arr = np.swapaxes(arr, 0, 1)  # transpose; then 5 done, 6 = flip the columns, 8 = flip the rows
+        orientation = {5: 1, 6: 2, 7: 3, 8: 4}[orientation]
+    if orientation in (2, 3):
+        arr = arr[:, ::-1]
+    if orientation in (3, 4):
+        arr = arr[::-1]
+    return np.ascontiguousarray(arr)
 
 
 def _has_end_marker(path: str | Path, image_format: str | None) -> bool:
@@ -69,6 +110,8 @@ def read_header(path: str | Path) -> tuple[int, int]:
         width, height = img.size
         if not _has_end_marker(path, img.format):
             img.load()
+        if orientation(img) in (5, 6, 7, 8):  # shown turned a quarter: the viewer's height is the width
+            width, height = height, width
     return height, width
 
 
@@ -111,14 +154,19 @@ class DecodeCheck:
 
 
 def _decode_rgb(path: Path) -> np.ndarray:
+    """The pixels as a viewer shows them: EXIF orientation applied, the first frame of an animation."""
     with Image.open(path) as img:
         rawmode = img.tile[0][3] if img.tile else ""  # decoder args: "RGB;16B" or ("RGB;16N", ...)
+        turn = orientation(img)
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            log.warning("%s is animated (%d frames): using its first frame", path, frames)
         if img.mode in ("RGB", "RGBA") and ";16" in str(rawmode):
             # 16-bit colour PNG/TIFF: PIL would truncate to 8 bits, OpenCV keeps 16 (as BGR[A]).
-            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # stored orientation, turned below
             if arr is None:
                 raise OSError("OpenCV could not decode the 16-bit image")
-            return np.ascontiguousarray(arr[..., 2::-1])
+            return upright(arr[..., 2::-1], turn)
         if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit greyscale
             arr = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
         elif img.mode == "F":
@@ -127,7 +175,7 @@ def _decode_rgb(path: Path) -> np.ndarray:
             if img.mode in ("P", "PA"):
                 img = img.convert("RGBA")  # palette transparency must go through RGBA
             arr = np.asarray(img.convert("RGB"))
-    return np.repeat(arr[..., None], 3, axis=-1) if arr.ndim == 2 else arr
+    return upright(np.repeat(arr[..., None], 3, axis=-1) if arr.ndim == 2 else arr, turn)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -170,9 +218,9 @@ def read_image(path: Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(to_float(raw).transpose(2, 0, 1).copy())[None], bits
 
 
-def find_images(path: str | Path) -> list[tuple[Path, str]]:
+def find_images(path: str | Path, exclude: Path | None = None) -> list[tuple[Path, str]]:
     """``(file, name)`` pairs: one file, or every image under a folder (recursive; name = relative path
-    without extension)."""
+    without extension), leaving out the folder ``exclude`` (the run's own output)."""
     path = Path(path).expanduser()
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -180,7 +228,7 @@ def find_images(path: str | Path) -> list[tuple[Path, str]]:
         return [(path, path.stem)]
     if not path.is_dir():
         raise UsageError(f"input {path} ({path.absolute()}) does not exist")
-    files = list_images(path)
+    files = list_images(path, exclude)
     if not files:
         raise UsageError(
             f"input folder {path} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}, searched recursively)"

@@ -23,15 +23,52 @@ PriorMode = Literal["global", "per_tile"]
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad the bottom and right of ``x`` to a multiple of ``multiple``; returns the original (H, W).
 
-    Reflection needs pad < size, so very small images are padded in several reflect steps.
+    Reflection needs pad < size, so small images are padded in several reflect steps (each at most doubling
+    the side, so a few steps); a side of one pixel has nothing to reflect and is replicated.
     """
     h, w = x.shape[-2:]
-    while x.shape[-2] % multiple or x.shape[-1] % multiple:
-        ph = min((-x.shape[-2]) % multiple, x.shape[-2] - 1)
-        pw = min((-x.shape[-1]) % multiple, x.shape[-1] - 1)
-        mode = "reflect" if min(x.shape[-2:]) > 1 else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    for dim in (-2, -1):
+        while x.shape[dim] % multiple:
+            size = x.shape[dim]
+            pad = (-size) % multiple if size == 1 else min((-size) % multiple, size - 1)
+            sides = (0, 0, 0, pad) if dim == -2 else (0, pad, 0, 0)
+            x = F.pad(x, sides, mode="replicate" if size == 1 else "reflect")
     return x, (h, w)
+
+
+def check_input(model: DiffIRS1 | DiffIRS2, lq: torch.Tensor, gt: torch.Tensor | None = None) -> None:
+    """Raise ``ValueError`` naming the problem for an input the model cannot restore: not an (N, C, H, W)
+    floating tensor of the model's dtype with the model's input channels, or a stage-1 model without GT."""
+    if not isinstance(lq, torch.Tensor):
+        raise ValueError(f"lq must be a torch.Tensor of shape (N, C, H, W), got {type(lq).__name__}")
+    if lq.dim() != 4:
+        hint = " (add the batch dimension: lq[None])" if lq.dim() == 3 else ""
+        raise ValueError(f"lq must have shape (N, C, H, W), got {tuple(lq.shape)}{hint}")
+    dtype = next(model.parameters()).dtype
+    if not lq.is_floating_point():
+        raise ValueError(
+            f"lq has dtype {lq.dtype}; the model takes {dtype} values in [0, 1] (e.g. lq.to({dtype}) / 255)"
+        )
+    if lq.dtype != dtype:
+        raise ValueError(f"lq has dtype {lq.dtype} but the model's weights are {dtype}: pass lq.to({dtype})")
+    if lq.shape[1] != model.in_channels:
+        what = "masked RGB and the mask" if model.in_channels == 4 else "RGB"
+        raise ValueError(
+            f"lq has {lq.shape[1]} channels; this model takes {model.in_channels} ({what}), shape (N, C, H, W)"
+        )
+    if min(lq.shape[-2:]) < 1 or lq.shape[0] < 1:
+        raise ValueError(f"lq is empty: shape {tuple(lq.shape)}")
+    if isinstance(model, DiffIRS1):
+        if gt is None:
+            raise ValueError(
+                "a stage-1 model needs the ground truth (gt=) to extract its prior: it is the oracle teacher "
+                "of stage 2; use a stage-2 model to restore images without their GT"
+            )
+        want = (lq.shape[0], 3, lq.shape[-2] * model.scale, lq.shape[-1] * model.scale)
+        if tuple(gt.shape) != want:
+            raise ValueError(
+                f"gt must have shape {want} (the LQ's size x{model.scale}), got {tuple(gt.shape)}"
+            )
 
 
 @torch.inference_mode()
@@ -40,24 +77,52 @@ def restore(
     lq: torch.Tensor,
     gt: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
-    scale: int = 1,
 ) -> torch.Tensor:
-    """Run a model on an LQ batch of any H×W and return an output of exactly (H·scale, W·scale).
+    """Run a model on an LQ batch of any H×W and return an output of exactly (H·s, W·s), s = ``model.scale``.
 
     Stage 1 needs ``gt`` (it is an oracle); stage 2 starts its reverse diffusion from ``noise`` when given.
     """
-    multiple = model.size_multiple
+    check_input(model, lq, gt)
+    multiple, scale = model.size_multiple, model.scale
     lq_padded, (h, w) = pad_to_multiple(lq, multiple)
     if isinstance(model, DiffIRS1):
-        if gt is None:
-            raise ValueError(
-                "a stage-1 model needs the ground truth to extract its prior; use a stage-2 model"
-            )
         gt_padded, _ = pad_to_multiple(gt, multiple * scale)
         out, _ = model(lq_padded, gt_padded)
     else:
         out, _ = model(lq_padded, noise=noise)
     return out[..., : h * scale, : w * scale]
+
+
+def inpainting_input(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The 4-channel network input ``cat[image·(1−mask), mask]`` (as ``InpaintingDegradation`` makes it)."""
+    return torch.cat([image * (1 - mask), mask], dim=1)
+
+
+def composite(restored: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """LaMa's ``inpainted`` output: the prediction in the holes, the known pixels elsewhere."""
+    return restored * mask + image * (1 - mask)
+
+
+def restore_image(
+    model: DiffIRS1 | DiffIRS2,
+    image: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    gt: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    tile: int | None = None,
+    tile_overlap: int = 32,
+    prior: PriorMode = "global",
+    prior_max_side: int | None = None,
+) -> torch.Tensor:
+    """One restoration as ``infer.py`` writes it: for inpainting the input ``cat[image·(1−mask), mask]`` and
+    the composite with the known pixels; whole (:func:`restore`) or tiled (:func:`restore_tiled`)."""
+    lq = image if mask is None else inpainting_input(image, mask)
+    if tile:
+        out = restore_tiled(model, lq, tile, tile_overlap, noise, prior, prior_max_side)
+    else:
+        out = restore(model, lq, gt=gt, noise=noise)
+    return out if mask is None else composite(out, image, mask)
 
 
 def start_noise(
@@ -165,12 +230,11 @@ def restore_tiled(
     lq: torch.Tensor,
     tile: int,
     tile_overlap: int,
-    scale: int = 1,
     noise: torch.Tensor | None = None,
     prior: PriorMode = "global",
     prior_max_side: int | None = None,
 ) -> torch.Tensor:
-    """Restore ``lq`` (B, C, H, W) tile by tile; the output is exactly (H·scale, W·scale).
+    """Restore ``lq`` (B, C, H, W) tile by tile; the output is exactly (H·s, W·s), s = ``model.scale``.
 
     Tiles of ``tile`` LQ pixels overlap by ``tile_overlap``; each is padded to ``model.size_multiple`` like
     :func:`restore`, restored by ``model.G`` and blended into the output with a separable raised-cosine
@@ -189,8 +253,9 @@ def restore_tiled(
     if not isinstance(model, DiffIRS2):
         raise TypeError(f"expected a DiffIRS2 model, got {type(model).__name__}")
     check_tiling(tile, tile_overlap, prior)
+    check_input(model, lq)
 
-    h, w = lq.shape[-2:]
+    h, w, scale = *lq.shape[-2:], model.scale
     z = estimate_prior(model, lq, noise, prior_max_side, tile=tile) if prior == "global" else None
     ys, xs = tile_starts(h, tile, tile_overlap), tile_starts(w, tile, tile_overlap)
     wy, norm_y = _axis_weights(ys, h, tile, tile_overlap * scale, scale, lq)

@@ -17,12 +17,10 @@ from .diffusion import PixelDiffusion
 from .errors import UsageError
 from .evaluation.pixel_diffusion import check_pixel_model, pixel_runner
 from .io import find_images, find_mask, read_image, read_mask, require_writable_dir, save_png
-from .restoration import restore, restore_tiled, start_noise
+from .restoration import composite, inpainting_input, restore_image, start_noise
 from .runner import (
     check_tile_size,
     check_tiling_config,
-    composite,
-    inpainting_input,
     load_checkpoint,
     require_stage2,
     resolve_device,
@@ -67,12 +65,12 @@ def infer(cfg: DictConfig) -> list[Path]:
         check_pixel_model(model, cfg.ckpt, cfg)
         pixel = pixel_runner(model, cfg)
     check_tile_size(cfg.tile, model, cfg.ckpt)
-    task, scale = config["task"], int(config["scale"])
+    task = config["task"]
     if task == "inpainting" and cfg.mask is None:
         raise UsageError("an inpainting checkpoint needs mask=<file or folder> (white / non-zero = hole)")
     if task != "inpainting" and cfg.mask is not None:
         raise UsageError(f"mask= is for inpainting checkpoints; {cfg.ckpt} is a {task} model")
-    images = find_images(cfg.input)
+    images = find_images(cfg.input, exclude=output)  # a second run does not restore the first's output
     masks = [find_mask(cfg.mask, name, path) if cfg.mask is not None else None for path, name in images]
     targets = _output_paths(images, output)
 
@@ -90,17 +88,20 @@ def infer(cfg: DictConfig) -> list[Path]:
             continue
         image = image.to(device)
         mask = None if mask is None else mask.to(device)
-        lq = image if mask is None else inpainting_input(image, mask)
         if pixel is not None:
-            out = pixel(lq)
-        elif cfg.tile:
-            out = restore_tiled(
-                model, lq, cfg.tile, cfg.tile_overlap, scale, noise, cfg.prior, cfg.prior_max_side
-            )
+            lq = image if mask is None else inpainting_input(image, mask)
+            out = pixel(lq) if mask is None else composite(pixel(lq), image, mask)
         else:
-            out = restore(model, lq, noise=noise, scale=scale)
-        if mask is not None:
-            out = composite(out, image, mask)
+            out = restore_image(
+                model,
+                image,
+                mask=mask,
+                noise=noise,
+                tile=cfg.tile,
+                tile_overlap=cfg.tile_overlap,
+                prior=cfg.prior,
+                prior_max_side=cfg.prior_max_side,
+            )
         save_png(out, target, bits if cfg.keep_16bit else 8)
         written.append(target)
     log.info("wrote %d image(s) to %s", len(written), output)

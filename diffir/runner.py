@@ -80,16 +80,6 @@ def require_stage2(model: DiffIRS1 | DiffIRS2, path: str | Path) -> DiffIRS2:
     return model
 
 
-def inpainting_input(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The 4-channel network input ``cat[image·(1−mask), mask]`` (as ``InpaintingDegradation`` makes it)."""
-    return torch.cat([image * (1 - mask), mask], dim=1)
-
-
-def composite(restored: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """LaMa's ``inpainted`` output: the prediction in the holes, the known pixels elsewhere."""
-    return restored * mask + image * (1 - mask)
-
-
 class OutputDirCheck(Callback):
     """A Hydra callback: an ``output_dir=`` that cannot be a folder (a regular file at or above it) stops
     the run with one ``error:`` line before Hydra creates its run folder there (which ends in a traceback)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import netrc
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .callbacks import AtomicCheckpointIO, usable_callbacks
+from .callbacks import AtomicCheckpointIO, Interruption, usable_callbacks
 from .checkpoint import (
     CheckpointError,
     find_model_record,
@@ -26,11 +29,12 @@ from .checkpoint import (
     read_checkpoint,
     remove_partial_saves,
 )
-from .config import build_from_config, model_config
+from .config import CONF_DIR, build_from_config, model_config
 from .lit import Stage1Module, Stage2Module
 from .lit.pixel_diffusion import PixelDiffusionModule
 from .metrics import MissingWeightsError
 from .models import DiffIRS1, DiffIRS2
+from .models.dirformer import SR_SCALES
 from .runlock import RunLock, RunLockedError
 from .speed import compile_model, log_compile_cost, set_checkpointing
 
@@ -42,6 +46,15 @@ warnings.filterwarnings("ignore", message=".*Using ModelCheckpoint with manual o
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 # Validation metrics are reduced over all processes' images by MetricSuite itself, not by Lightning's sync_dist.
 warnings.filterwarnings("ignore", message=".*self.log\\('val/.*sync_dist=True.*")
+
+
+class RunInterrupted(RuntimeError):
+    """A run stopped by SIGTERM or Ctrl+C after saving ``last.ckpt``: not finished, so the command fails (a
+    following ``train.py stage=2`` must not start from a half-trained stage 1)."""
+
+    def __init__(self, message: str, signal_name: str) -> None:
+        super().__init__(message)
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130  # 128 + the signal number, as shells report
 
 
 class RunSetupError(RuntimeError):
@@ -195,12 +208,32 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return str(path)
 
 
+def check_known_keys(cfg: DictConfig) -> None:
+    """Keys under ``stage1`` / ``stage2`` that nothing reads are refused: ``+stage1.max_step=3`` (Hydra's own
+    hint for a mistyped key) would otherwise train the default number of steps without a word."""
+    schema = OmegaConf.load(CONF_DIR / "train.yaml")
+    for section in ("stage1", "stage2"):
+        unknown = sorted(set(cfg[section]) - set(schema[section]))
+        if unknown:
+            known = ", ".join(sorted(schema[section]))
+            raise RunSetupError(
+                f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(f'{section}.{k}' for k in unknown)}: "
+                f"nothing reads {'them' if len(unknown) > 1 else 'it'} (a typo?); the keys of {section} are: {known}"
+            )
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Values that would fail deep inside Lightning or torch, refused up front with the key to change.
 
     ``trainer.max_steps=N`` (the key Lightning users try first) becomes this stage's ``stage<N>.max_steps``.
     """
+    check_known_keys(cfg)
     section = "baseline" if is_baseline(cfg) else f"stage{cfg.stage}"
+    if section != "baseline" and cfg.get("model_task", cfg.task_name) == "sr" and cfg.scale not in SR_SCALES:
+        scales = ", ".join(map(str, SR_SCALES))
+        raise RunSetupError(
+            f"scale={cfg.scale}: DiffIR's SR models upscale by {scales}; use scale=<{scales}>"
+        )
     if cfg.trainer.get("max_steps") is not None:
         with open_dict(cfg):
             cfg[section].max_steps = cfg.trainer.max_steps
@@ -379,17 +412,48 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     if cfg.trainer.get("strategy") == "ddp" and (cfg.get("gan") or cfg.run.get("encoder_iter")):
         # the discriminator's update (and the stage-2 warm-up) leaves parameters out of a backward pass
         extra["strategy"] = "ddp_find_unused_parameters_true"
+    interruption = Interruption(run_dir(cfg) / "checkpoints" / "last.ckpt")
     return instantiate(
         cfg.trainer,
         **extra,
         max_steps=cfg.run.max_steps,
         val_check_interval=cfg.run.val_every,
-        callbacks=callbacks,
+        callbacks=[*callbacks, interruption],
         logger=loggers or False,
         enable_model_summary=False,  # diffir.callbacks.ParameterSummary, when configured, replaces Lightning's
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir(cfg)),
     )
+
+
+KEPT_IN_PLACE = {".lock", ".hydra"}  # this run's lock and Hydra's record of this run stay; logs (*.log) too
+
+
+def claim_run_dir(cfg: DictConfig, directory: Path) -> None:
+    """A folder that holds a run (checkpoints) is resumed or refused, never mixed with a new run: its
+    ``last.ckpt`` would keep the old weights, which the summary and the next stage would then use.
+    ``overwrite=true`` moves the old run aside into ``<run dir>/replaced-<time>/``."""
+    if cfg.ckpt_path or cfg.resume in ("auto", True):
+        return
+    old = sorted((directory / "checkpoints").glob("*.ckpt"))
+    if not old:
+        return
+    if not cfg.get("overwrite"):
+        raise RunSetupError(
+            f"{directory} already holds a run ({', '.join(p.name for p in old[:3])}{', ...' if len(old) > 3 else ''}): "
+            "continue it with resume=auto, start another with name=<new name>, or replace it with overwrite=true "
+            "(moves the old run aside)"
+        )
+    aside = directory / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for entry in directory.iterdir():
+        if (
+            entry.name not in KEPT_IN_PLACE
+            and entry.suffix != ".log"
+            and not entry.name.startswith("replaced-")
+        ):
+            entry.rename(aside / entry.name)
+    log.warning("overwrite=true: moved the previous run of %s to %s", directory, aside)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -411,6 +475,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise RunSetupError(str(err)) from None
         for tmp in remove_partial_saves(directory / "checkpoints"):
             log.warning("removed %s, left by a checkpoint save that did not finish", tmp)
+        try:
+            claim_run_dir(cfg, directory)
+        except RunSetupError:
+            lock.release()
+            raise
     try:
         return _fit(cfg, directory)
     finally:
@@ -428,21 +497,30 @@ def _fit(cfg: DictConfig, directory: Path) -> dict[str, Any]:
     ckpt_path = resume_checkpoint(cfg)
     trainer = build_trainer(cfg)
     OmegaConf.save(cfg, directory / "config.yaml", resolve=False)
+    (interruption,) = (c for c in trainer.callbacks if isinstance(c, Interruption))
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with contextlib.suppress(SIGTERMException):  # Interruption saved last.ckpt; said below
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         if cfg.get("compile"):
             log_compile_cost()
         last = directory / "checkpoints" / "last.ckpt"
         if trainer.global_step and (
             not last.is_file() or read_checkpoint(last)["global_step"] < trainer.global_step
         ):
-            # max_steps not on a checkpoint interval: keep the final weights too (a full, resumable checkpoint)
+            # max_steps not on a checkpoint interval (or a stop by Ctrl+C): keep the final weights too (a full,
+            # resumable checkpoint)
             trainer.save_checkpoint(last, weights_only=False)
     finally:
         if "wandb" in (cfg.get("logger") or {}):
             import wandb
 
             wandb.finish()  # each multirun job closes its own W&B run
+    if interruption.signal is not None:
+        raise RunInterrupted(
+            f"{interruption.signal} stopped the run at step {trainer.global_step} of {cfg.run.max_steps}; "
+            f"{directory / 'checkpoints' / 'last.ckpt'} holds it: continue with the same command and resume=auto",
+            interruption.signal,
+        )
     return summarize(cfg, trainer, directory, offline)
 
 

@@ -13,6 +13,30 @@ SHARED = Path(os.environ.get("DIFFIR_SHARED", REPO.parent / "shared"))
 
 os.environ.setdefault("WANDB_MODE", "offline")
 
+# The modules whose results depend on float summation order (parity with the official code, the fast paths
+# against the default formulation, metrics, losses, resampling, degradations): marked ``numerics``, so that
+# ``make test`` repeats them with ATEN_CPU_CAPABILITY=default, what a CPU without AVX2 computes.
+NUMERICAL_MODULES = {
+    "test_official_parity",
+    "test_official_gan_parity",
+    "test_fast_paths",
+    "test_compat",
+    "test_models",
+    "test_inference",
+    "test_baselines",
+    "test_schedules_and_sampler",
+    "test_imresize",
+    "test_metrics",
+    "test_losses",
+    "test_realesrgan",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__ in NUMERICAL_MODULES:
+            item.add_marker(pytest.mark.numerics)
+
 
 def shared_path(env_var: str, default: Path, what: str) -> Path:
     """A directory from ``../shared`` (or ``$env_var``): skipped with a reason for users who cloned only the
@@ -24,6 +48,16 @@ def shared_path(env_var: str, default: Path, what: str) -> Path:
             pytest.fail(f"{reason}; CI must have ../shared beside the checkout")
         pytest.skip(reason)
     return path
+
+
+def cases_or_reason(cases: list, reason: str, arity: int = 1) -> list:
+    """Parametrize over ``cases``, or over one skipped case (of ``arity`` arguments) that says why there are
+    none (pytest alone says only "got empty parameter set"); in CI, where ../shared is present, none is an error."""
+    if cases:
+        return cases
+    if os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError(f"CI: {reason}")
+    return [pytest.param(*[None] * arity, marks=pytest.mark.skip(reason=reason))]
 
 
 def official_refs_dir() -> Path:

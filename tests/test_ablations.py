@@ -21,9 +21,10 @@ def test_summary_is_mean_sample_std_and_paired_difference():
     ]
     rows = {r["variant"]: r for r in summarise(per_seed, [REFERENCE, "T=1", "bicubic"])}
     assert rows["T=1"]["psnr_mean"] == 21.5
-    assert rows["T=1"]["psnr_std"] == pytest.approx(math.sqrt(0.5))  # sample std (n - 1)
+    # sample std (n - 1) of two values in float64: a few roundings (ulp(1) = 2.2e-16)
+    assert rows["T=1"]["psnr_std"] == pytest.approx(math.sqrt(0.5), rel=4 * math.ulp(1.0))
     assert rows["T=1"]["psnr_delta_mean"] == 0.5  # (+1, 0): paired by seed
-    assert rows["T=1"]["psnr_delta_std"] == pytest.approx(math.sqrt(0.5))
+    assert rows["T=1"]["psnr_delta_std"] == pytest.approx(math.sqrt(0.5), rel=4 * math.ulp(1.0))
     assert "psnr_delta_mean" not in rows[REFERENCE]
     assert rows["T=1"]["overrides"] == "diffusion.timesteps=1"
     assert rows[ablations.BASELINES["bicubic"]]["psnr_std"] == 0.0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from numerics import assert_float32_close, float32_tolerance
 from test_training import overrides, weights
 
 from diffir.checkpoint import atomic_save, model_record, read_checkpoint
@@ -67,10 +68,14 @@ def test_sr_adversarial_stage_trains_generator_and_discriminator_not_the_teacher
     for k, v in teacher.items():  # the frozen teacher is the stage-1 CPEN, untouched
         if k.startswith("E."):
             assert torch.equal(second[f"teacher.{k[2:]}"], v)
-    # the EMA copy started from the stage-2 weights: after one step (decay 0.999, lr 2e-4) it is within 1e-5
+    # the EMA copy started from the stage-2 weights: after one step it moved by (1 − 0.999)·Δw, and Adam's first
+    # step moves a weight by at most lr = 2e-4 (measured ≤ 1.97e-7), plus the lerp's rounding (ε of |w|)
     for k, v in start.items():
         if v.is_floating_point():
-            torch.testing.assert_close(first[f"net_ema.{k}"], v, atol=1e-5, rtol=0)
+            drift = (1 - 0.999) * 2e-4 + float32_tolerance(2, float(v.abs().max()))
+            torch.testing.assert_close(
+                first[f"net_ema.{k}"], v, atol=drift, rtol=0, msg=lambda m, k=k: f"{k}: {m}"
+            )
 
     (log,) = (run_dir / "csv").glob("*/metrics.csv")
     header = log.read_text().splitlines()[0].split(",")
@@ -87,10 +92,15 @@ def test_sr_adversarial_resume_matches_uninterrupted(tmp_path, sr_models):
     resumed = train(compose_config(gan_overrides(tmp_path / "half", "sr", 4, *common, "resume=auto")))
     a, b = (read_checkpoint(Path(s["last_checkpoint"])) for s in (full, resumed))
     assert len(a["optimizer_states"]) == 2 and len(a["lr_schedulers"]) == 2  # G and D
-    for key in a["state_dict"]:
-        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], atol=1e-6, rtol=1e-5)
+    # the same steps on the same batches: equal up to the rounding of another thread split
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert_float32_close(b["state_dict"][key], value, terms=64, msg=key)
     for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
-        torch.testing.assert_close(opt_a["state"], opt_b["state"], atol=1e-6, rtol=1e-5)
+        assert opt_a["state"].keys() == opt_b["state"].keys()
+        for index, state in opt_a["state"].items():
+            for name, value in state.items():
+                assert_float32_close(opt_b["state"][index][name], value, terms=64, msg=f"{index}.{name}")
 
 
 @pytest.mark.slow
@@ -103,7 +113,13 @@ def test_realsr_degradation_pool_resumes_exactly(tmp_path):
     resumed = train(compose_config(overrides(tmp_path, "realsr", 1, 4, *pool, "resume=auto")))
     full = train(compose_config(overrides(tmp_path / "full", "realsr", 1, 4, *pool)))
     a, b = weights(Path(full["last_checkpoint"])), weights(Path(resumed["last_checkpoint"]))
-    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # the pool holds 8-bit images (GT crops moved, LQs rounded to the 8-bit grid) made by the same computation
+    torch.testing.assert_close(
+        b.pop("degradation._extra_state"), a.pop("degradation._extra_state"), rtol=0, atol=0
+    )
+    assert a.keys() == b.keys()
+    for key in a:  # the same steps on the same batches: equal up to the rounding of another thread split
+        assert_float32_close(b[key], a[key], terms=64, msg=key)
 
 
 @pytest.mark.slow
@@ -151,7 +167,9 @@ def test_inpainting_stage1_learns_with_lama_losses_and_resumes(tmp_path):
     a, b = weights(Path(full["last_checkpoint"])), weights(Path(resumed["last_checkpoint"]))
     assert any(k.startswith("adversary.discriminator.") for k in a)
     assert not any(k.startswith("losses.") for k in a), "the frozen ResNetPL encoder went into the checkpoint"
-    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert a.keys() == b.keys()
+    for key in a:  # the same steps on the same batches: equal up to the rounding of another thread split
+        assert_float32_close(b[key], a[key], terms=64, msg=key)
 
 
 @pytest.mark.slow
@@ -250,11 +268,12 @@ def test_bce_adversary_weights_the_generator_term_only():
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     d_out, d_gt = adversary.discriminator(out), adversary.discriminator(gt)
     g = adversary.generator_terms(out, gt)
-    torch.testing.assert_close(g["gan"], 0.5 * bce(d_out, torch.ones_like(d_out)))
+    n = d_out.numel()  # each term is a mean over D's n per-pixel outputs
+    assert_float32_close(g["gan"], 0.5 * bce(d_out, torch.ones_like(d_out)), terms=n)
     d = adversary.discriminator_terms(out, gt)
-    torch.testing.assert_close(d["d_real"], bce(d_gt, torch.ones_like(d_gt)))
-    torch.testing.assert_close(d["d_fake"], bce(d_out, torch.zeros_like(d_out)))
-    torch.testing.assert_close(d["log_d_fake_logit"], d_out.mean())
+    assert_float32_close(d["d_real"], bce(d_gt, torch.ones_like(d_gt)), terms=n)
+    assert_float32_close(d["d_fake"], bce(d_out, torch.zeros_like(d_out)), terms=n)
+    assert_float32_close(d["log_d_fake_logit"], d_out.mean(), terms=n)
 
 
 def test_lama_adversary_terms_and_r1_gradient():
@@ -269,10 +288,11 @@ def test_lama_adversary_terms_and_r1_gradient():
     fake_pred, fake_features = adversary.discriminator(out)
     _, real_features = adversary.discriminator(gt)
     g = adversary.generator_terms(out, gt, mask)
-    torch.testing.assert_close(g["adversarial"], 10 * torch.nn.functional.softplus(-fake_pred).mean())
-    torch.testing.assert_close(
-        g["feature_matching"], 100 * feature_matching_loss(fake_features, real_features)
-    )
+    # means over D's outputs and over its largest feature map
+    expected = 10 * torch.nn.functional.softplus(-fake_pred).mean()
+    assert_float32_close(g["adversarial"], expected, terms=fake_pred.numel())
+    expected = 100 * feature_matching_loss(fake_features, real_features)
+    assert_float32_close(g["feature_matching"], expected, terms=max(f.numel() for f in real_features))
 
     d = adversary.discriminator_terms(out.detach(), gt, mask)
     assert d["log_d_r1"] > 0 and gt.grad is None

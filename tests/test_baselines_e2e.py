@@ -10,6 +10,7 @@ import pytest
 import skimage.data
 import torch
 from hydra import compose, initialize_config_dir
+from numerics import assert_float32_close
 from PIL import Image
 
 from diffir.checkpoint import atomic_save, load_model, model_record, read_checkpoint
@@ -62,8 +63,8 @@ def test_each_method_trains_resumes_exactly_and_rebuilds_from_its_checkpoint(tmp
     a = read_checkpoint(Path(full["last_checkpoint"]))["state_dict"]
     b = read_checkpoint(Path(resumed["last_checkpoint"]))["state_dict"]
     assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
+    for key in a:  # the same steps on the same batches: equal up to the rounding of another thread split
+        assert_float32_close(b[key], a[key], terms=64, msg=key)
     model, config = load_model(full["last_checkpoint"])
     assert isinstance(model, METHODS[method][1]) and config["method"] == method
     assert model.unet.channels == 16  # the xs preset

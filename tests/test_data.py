@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from numerics import float32_tolerance
 from PIL import Image
 from scipy import ndimage
 from skimage import data
@@ -89,8 +90,12 @@ def test_motion_blur_lq_is_gt_convolved_with_the_returned_kernel_in_8_bits(photo
     expected = np.stack([ndimage.convolve(photo[..., c], kernel, mode="mirror") for c in range(3)], -1)
     diff = np.abs(out["lq"] - expected)
     assert out["lq"].shape == photo.shape
-    assert diff.max() <= 0.5 / 255 + 1e-5  # only the 8-bit rounding
-    np.testing.assert_allclose(out["lq"] * 255, np.round(out["lq"] * 255), atol=1e-4)  # on the 8-bit grid
+    # only the 8-bit rounding, and the two float32 convolutions' 15² = 225-term sums of pixels ≤ 1
+    assert diff.max() <= 0.5 / 255 + float32_tolerance(225, 1.0)
+    # on the 8-bit grid: k/255 and ×255 are two float32 roundings of values ≤ 255
+    np.testing.assert_allclose(
+        out["lq"] * 255, np.round(out["lq"] * 255), rtol=0, atol=float32_tolerance(2, 255.0)
+    )
     # A convolution, not a correlation: the flipped (asymmetric) kernel gives a different image.
     correlated = np.stack([ndimage.correlate(photo[..., c], kernel, mode="mirror") for c in range(3)], -1)
     assert np.abs(out["lq"] - correlated).max() > 5 / 255
@@ -101,11 +106,18 @@ def test_motion_kernels_are_normalised_centred_non_box_and_random() -> None:
     ys, xs = np.mgrid[:21, :21]
     for k in kernels:
         assert k.shape == (21, 21) and k.dtype == np.float32 and (k >= 0).all()
-        assert k.sum() == pytest.approx(1.0, abs=1e-5)
-        assert (k * xs).sum() == pytest.approx(10, abs=1e-3) and (k * ys).sum() == pytest.approx(10, abs=1e-3)
+        # normalised and centred in float64; the float32 entries summed here: n·ε of the total for n = 441
+        # terms (weights summing to 1; moments k·x of positions ≤ 20 summing to ≤ 20)
+        assert k.sum() == pytest.approx(1.0, abs=float32_tolerance(k.size, 1.0))
+        moment = float32_tolerance(k.size, 20.0)
+        assert (k * xs).sum() == pytest.approx(10, abs=moment) and (k * ys).sum() == pytest.approx(
+            10, abs=moment
+        )
         support = k[k > 0]
         assert support.size >= 5 and support.std() > 0.2 * support.mean()  # a box filter has constant weights
-    assert all(not np.allclose(kernels[0], k) for k in kernels[1:])
+    assert all(
+        np.abs(kernels[0] - k).max() > float32_tolerance(k.size, 1.0) for k in kernels[1:]
+    )  # not rounding
     np.testing.assert_array_equal(random_motion_kernel(21, 4), kernels[4])
     with pytest.raises(ValueError, match="odd"):
         MotionBlurDegradation(kernel_size=20)
@@ -117,15 +129,15 @@ def test_inpainting_lq_is_the_masked_gt_and_the_mask(photo: np.ndarray) -> None:
     assert mask.shape == (1, 96, 128) and set(np.unique(mask)) == {0.0, 1.0}
     assert out["lq"].shape == (96, 128, 4) and out["lq"].dtype == np.float32
     np.testing.assert_array_equal(out["lq"][..., 3], mask[0])
-    np.testing.assert_allclose(out["lq"][..., :3], photo * (1 - mask[0, ..., None]))
+    np.testing.assert_array_equal(out["lq"][..., :3], photo * (1 - mask[0, ..., None]))  # × 0 or 1: exact
 
 
 def test_inpainting_dataset_items_carry_the_mask() -> None:
     ds = SamplesDataset("train", InpaintingDegradation(lama_mask_generator("train")), patch_size=64)
     item = ds[0]
     assert item["lq"].shape == (4, 64, 64) and item["mask"].shape == (1, 64, 64)
-    torch.testing.assert_close(item["lq"][3:], item["mask"])
-    torch.testing.assert_close(item["lq"][:3], item["gt"] * (1 - item["mask"]))
+    torch.testing.assert_close(item["lq"][3:], item["mask"], rtol=0, atol=0)  # moved, and × 0 or 1: exact
+    torch.testing.assert_close(item["lq"][:3], item["gt"] * (1 - item["mask"]), rtol=0, atol=0)
 
 
 # --- LaMa masks ---------------------------------------------------------------------------------------------
@@ -209,9 +221,13 @@ def test_every_image_kind_loads_as_rgb_float(folder: Path) -> None:
     np.testing.assert_array_equal(load_image(folder / "rgba.png"), load_image(folder / "rgb.png"))
     for name in ("grey16.png", "rgb16.png"):  # 16-bit precision is kept, not truncated to 8 bits
         img = load_image(folder / name)
-        assert not np.allclose(img * 255, np.round(img * 255), atol=1e-3)
+        # off the 8-bit grid by more than float32 rounding (a 16-bit step is 0.0039 of an 8-bit one)
+        assert not np.allclose(img * 255, np.round(img * 255), rtol=0, atol=1e-3)
     expected16 = cv2.imread(str(folder / "rgb16.png"), cv2.IMREAD_UNCHANGED)[..., ::-1] / 65535.0
-    np.testing.assert_allclose(load_image(folder / "rgb16.png"), expected16, atol=1e-6)
+    # float32 of x / 65535: one rounding of values ≤ 1 (measured ≤ 0.25 ε)
+    np.testing.assert_allclose(
+        load_image(folder / "rgb16.png"), expected16, rtol=0, atol=float32_tolerance(1, 1.0)
+    )
 
 
 def test_folder_dataset_finds_images_recursively_and_names_them(folder: Path) -> None:
@@ -322,8 +338,8 @@ def test_validation_lq_is_identical_across_instances_and_calls() -> None:
     degradation = InpaintingDegradation(lama_mask_generator("thick_256"))
     a = SamplesDataset("val", degradation, center_crop=64)
     b = SamplesDataset("val", degradation, center_crop=64)
-    torch.testing.assert_close(a[1]["lq"], b[1]["lq"])
-    torch.testing.assert_close(a[1]["lq"], a[1]["lq"])
+    torch.testing.assert_close(a[1]["lq"], b[1]["lq"], rtol=0, atol=0)  # identical: the same computation
+    torch.testing.assert_close(a[1]["lq"], a[1]["lq"], rtol=0, atol=0)
     assert not torch.equal(a[0]["mask"], a[1]["mask"])
 
 
@@ -333,10 +349,12 @@ def test_training_randomness_follows_the_torch_seed_and_step_keys() -> None:
     first = [ds[0]["lq"] for _ in range(2)]
     assert not torch.equal(first[0], first[1])  # the generator advances between draws
     torch.manual_seed(1)
-    torch.testing.assert_close(ds[0]["lq"], first[0])  # reproducible from the torch seed
+    torch.testing.assert_close(ds[0]["lq"], first[0], rtol=0, atol=0)  # reproducible from the torch seed
     torch.manual_seed(2)
     assert not torch.equal(ds[0]["lq"], first[0])
-    torch.testing.assert_close(ds[(0, 123)]["lq"], ds[(0, 123)]["lq"])  # StepBatchSampler keys
+    torch.testing.assert_close(
+        ds[(0, 123)]["lq"], ds[(0, 123)]["lq"], rtol=0, atol=0
+    )  # StepBatchSampler keys
     assert not torch.equal(ds[(0, 123)]["lq"], ds[(0, 124)]["lq"])
 
 

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from numerics import assert_float32_close, float32_tolerance
 
 from diffir.data import CleanCrop, DiffJPEG, RealESRGANDegradation
 from diffir.data.realesrgan import (
@@ -174,8 +175,8 @@ def test_grey_gaussian_noise_is_one_field_shared_by_the_batch():
     sigma = torch.tensor([10.0, 20.0, 5.0])
     noise = gaussian_noise(img, sigma, torch.tensor([1.0, 1.0, 0.0]), gen(0))
     assert torch.equal(noise[0, 0], noise[0, 1]) and torch.equal(noise[0, 0], noise[0, 2])
-    torch.testing.assert_close(noise[0] / 10, noise[1] / 20)
-    assert not torch.allclose(noise[2, 0], noise[2, 1])  # colour sample: independent channels
+    assert_float32_close(noise[0] / 10, noise[1] / 20, terms=6)  # × σ, / 255, / σ: three roundings a side
+    assert not torch.equal(noise[2, 0], noise[2, 1])  # colour sample: independent channels
     assert 3.5 < noise[2].std().item() * 255 < 6.5
 
 
@@ -194,7 +195,8 @@ def test_differentiable_jpeg_passes_gradients():
     assert img.grad is not None and img.grad.abs().sum() > 0
     pre = jpeg.coefficients(img.detach(), 1.0)
     for soft, hard in zip(jpeg.compress(img.detach(), 1.0), pre, strict=True):
-        torch.testing.assert_close(soft, hard.round() + (hard - hard.round()) ** 3)
+        # the same formula on the same coefficients: the same bits
+        torch.testing.assert_close(soft, hard.round() + (hard - hard.round()) ** 3, rtol=0, atol=0)
         assert not torch.equal(soft, hard.round())
     for exact, hard in zip(DiffJPEG(differentiable=False).compress(img.detach(), 1.0), pre, strict=True):
         assert torch.equal(exact, hard.round())
@@ -212,7 +214,8 @@ def test_output_sizes_and_8bit_lq(scale):
     assert out["gt"].shape == out["gt_usm"].shape == (2, 3, 32, 32)
     lq = out["lq"]
     assert lq.min() >= 0 and lq.max() <= 1
-    torch.testing.assert_close(lq * 255, (lq * 255).round(), rtol=0, atol=1e-4)
+    # on the 8-bit grid: k/255 and ×255 are two float32 roundings of values ≤ 255
+    torch.testing.assert_close(lq * 255, (lq * 255).round(), rtol=0, atol=float32_tolerance(2, 255.0))
     # The GT is a crop of the input on the LQ grid, and gt_usm is its sharpened version.
     hits = [
         (top, left)
@@ -221,7 +224,7 @@ def test_output_sizes_and_8bit_lq(scale):
         if torch.equal(gt[:, :, top : top + 32, left : left + 32], out["gt"])
     ]
     assert len(hits) == 1
-    torch.testing.assert_close(out["gt_usm"], deg.usm(out["gt"]))
+    torch.testing.assert_close(out["gt_usm"], deg.usm(out["gt"]), rtol=0, atol=0)  # the same computation
 
 
 def test_same_generator_seed_same_lq_and_different_seed_different_lq():
@@ -276,7 +279,7 @@ def test_training_pair_pool():
                 handed_out += 1
             assert not any(torch.equal(out["gt"][0], g) for _, g in current)
         seen += current
-        torch.testing.assert_close(out["gt_usm"], deg.usm(out["gt"]))
+        torch.testing.assert_close(out["gt_usm"], deg.usm(out["gt"]), rtol=0, atol=0)  # the same computation
     assert handed_out == 12 and deg.queue_ptr == 4
     # Evaluation mode bypasses the pool.
     deg.eval()

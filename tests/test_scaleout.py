@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
+from numerics import assert_float32_close
 
 from diffir.checkpoint import read_checkpoint
 from diffir.metrics import MetricSuite
@@ -139,8 +140,8 @@ def test_ddp_cpu_run_resumes_exactly(ddp_run):
     full = read_checkpoint(checkpoints / "last.ckpt")
     resumed = read_checkpoint(ddp_run / "resumed" / "t" / "stage1" / "checkpoints" / "last.ckpt")
     assert full["global_step"] == resumed["global_step"] == 4
-    for key, value in full["state_dict"].items():
-        torch.testing.assert_close(resumed["state_dict"][key], value, atol=1e-6, rtol=1e-5)
+    for key, value in full["state_dict"].items():  # the same steps on the same batches, same CPU kind
+        assert_float32_close(resumed["state_dict"][key], value, terms=64, msg=key)
 
 
 @pytest.mark.slow

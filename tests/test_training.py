@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from numerics import assert_float32_close, float32_tolerance
 
 from diffir.checkpoint import read_checkpoint
 from diffir.config import CONF_DIR, compose_config
@@ -122,8 +122,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert resumed["steps"] == 4
     a, b = weights(Path(full["last_checkpoint"])), weights(Path(resumed["last_checkpoint"]))
     assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
+    for key in a:  # the same steps on the same batches: equal up to the rounding of another thread split
+        assert_float32_close(b[key], a[key], terms=64, msg=key)
 
 
 def test_stage2_resume_matches_including_warmup_switch(tmp_path):
@@ -134,8 +134,9 @@ def test_stage2_resume_matches_including_warmup_switch(tmp_path):
     run(tmp_path / "half", "sr", 2, 2, *extra)
     resumed = run(tmp_path / "half", "sr", 2, 4, "resume=auto", *extra)
     a, b = weights(Path(full["last_checkpoint"])), weights(Path(resumed["last_checkpoint"]))
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
+    assert a.keys() == b.keys()
+    for key in a:  # the same steps on the same batches: equal up to the rounding of another thread split
+        assert_float32_close(b[key], a[key], terms=64, msg=key)
 
 
 def test_warmup_trains_only_cpen_s2_and_denoiser(tmp_path):
@@ -189,7 +190,7 @@ def test_noise_prediction_loss_is_mse_at_a_random_timestep():
     t = torch.randint(0, 4, (64,))
     assert len(t.unique()) > 1, "timesteps should vary within a batch"
     expected = torch.nn.functional.mse_loss(denoise(diffusion.q_sample(z, t, noise), t, c), noise)
-    torch.testing.assert_close(loss, expected)
+    assert_float32_close(loss, expected, terms=noise.numel())  # a mean over the 64·8 squared errors
     with pytest.raises(ValueError, match="parameterization='eps'"):
         IPRDiffusion().noise_prediction_loss(denoise, c, z)
 
@@ -200,9 +201,10 @@ def test_prior_loss_kinds(kind):
 
     z = torch.rand(4, 16)
     loss = PriorLoss(kind)
-    assert loss(z_hat=z, z=z).item() == pytest.approx(0.0, abs=1e-6)
+    tol = float32_tolerance(z.numel(), 1.0)  # means over the 4·16 terms, each ≤ 1 (measured ≤ 1.4 ε)
+    assert loss(z_hat=z, z=z).item() == pytest.approx(0.0, abs=tol)
     expected = {"l1": 0.5, "l2": 0.25, "kl": 0.0}[kind]  # KL compares softmaxes: invariant to a shift
-    assert loss(z_hat=z + 0.5, z=z).item() == pytest.approx(expected, abs=1e-6)
+    assert loss(z_hat=z + 0.5, z=z).item() == pytest.approx(expected, abs=tol)
     assert loss(z_hat=torch.rand(4, 16) * 10, z=z).item() > 0
 
 
@@ -235,7 +237,8 @@ def test_every_experiment_composes_and_runs_a_step(tmp_path, experiment):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    """A run killed with SIGKILL after a checkpoint resumes and ends with the same weights."""
+    """A run killed with SIGKILL at step 7 (after the step-6 checkpoint) resumes and ends with the same
+    weights (same CPU kind: the random stream of a resumed run is the uninterrupted one's)."""
     base = [
         sys.executable,
         str(REPO / "train.py"),
@@ -243,22 +246,17 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         "stage1.val_every=3",
     ]
     uninterrupted = run(tmp_path / "ref", "sr", 1, 12, "stage1.val_every=3")
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(base, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    kill = ["+callbacks.kill._target_=kill_at_step.KillAtStep", "+callbacks.kill.step=7"]
+    killed = subprocess.run([*base, *kill], cwd=REPO, env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     ckpt_dir = tmp_path / "x" / "test" / "stage1" / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(ckpt_dir.glob("step0000006.ckpt")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (ckpt_dir / "last.ckpt").is_file(), "no checkpoint was written before the kill"
-    assert read_checkpoint(ckpt_dir / "last.ckpt")["global_step"] < 12, (
-        "the run finished before it was killed"
-    )
+    assert read_checkpoint(ckpt_dir / "last.ckpt")["global_step"] == 6, "last.ckpt is not the step-6 one"
     subprocess.run([*base, "resume=auto"], cwd=REPO, env=env, check=True, capture_output=True)
+    assert read_checkpoint(ckpt_dir / "last.ckpt")["global_step"] == 12
     a, b = weights(Path(uninterrupted["last_checkpoint"])), weights(ckpt_dir / "last.ckpt")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+    for key in a:  # the same steps on the same batches: equal up to the rounding of another thread split
+        assert_float32_close(b[key], a[key], terms=64, msg=key)
 
 
 def test_default_logger_is_wandb_and_runs_offline_without_a_key(tmp_path, monkeypatch):

@@ -43,9 +43,7 @@ def _unique_names(paths: list[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
-def _checkpoint_method(
-    model: Any, name: str, path: Path, cfg: DictConfig, scale: int, device: torch.device
-) -> Method:
+def _checkpoint_method(model: Any, name: str, path: Path, cfg: DictConfig, device: torch.device) -> Method:
     if isinstance(model, PixelDiffusion):  # SR3 / cDDPM: their own sampler (sampler=, steps=, eta=)
         check_pixel_model(model, path, cfg)
         restore_lq = pixel_runner(model, cfg)
@@ -57,20 +55,20 @@ def _checkpoint_method(
         name = f"{name} (stage-1 oracle)"  # sees the GT: an upper bound, not a restoration result
 
         def run(sample: Sample) -> torch.Tensor:
-            return restore(model, sample.lq, gt=sample.gt, scale=scale)
+            return restore(model, sample.lq, gt=sample.gt)
 
     elif cfg.tile:
         check_tile_size(cfg.tile, model, path)
 
         def run(sample: Sample) -> torch.Tensor:
             return restore_tiled(
-                model, sample.lq, cfg.tile, cfg.tile_overlap, scale, noise, cfg.prior, cfg.prior_max_side
+                model, sample.lq, cfg.tile, cfg.tile_overlap, noise, cfg.prior, cfg.prior_max_side
             )
 
     else:
 
         def run(sample: Sample) -> torch.Tensor:
-            return restore(model, sample.lq, noise=noise, scale=scale)
+            return restore(model, sample.lq, noise=noise)
 
     return Method(name, run, sum(p.numel() for p in model.parameters()))
 
@@ -118,7 +116,7 @@ def build_methods(cfg: DictConfig, device: torch.device) -> tuple[list[Method], 
         raise UsageError(f"scale={scale} is only meaningful for task=sr")
 
     methods = [
-        _checkpoint_method(model, name, path, cfg, scale, device)
+        _checkpoint_method(model, name, path, cfg, device)
         for (model, _), name, path in zip(loaded, _unique_names(ckpts), ckpts, strict=True)
     ]
     for baseline in baselines:

@@ -16,13 +16,14 @@ from tqdm import tqdm
 
 from ..io import require_writable_dir, save_png
 from ..metrics import MetricSuite
-from ..runner import check_tiling_config, composite, resolve_device
+from ..restoration import composite
+from ..runner import check_tiling_config, resolve_device
 from ..speed import log_compile_cost
 from .grids import cell_width, comparison_grid
 from .methods import Method, build_methods
 from .protocol import as_list, build_metrics, task_config
 from .report import METRIC_FORMATS, log_to_wandb, write_results
-from .samples import Sample, TestSet, build_datasets, check_sizes
+from .samples import Sample, TestSet, build_datasets, check_fid_set_sizes, check_sizes
 
 log = logging.getLogger("diffir")
 
@@ -129,6 +130,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datasets = build_datasets(cfg, task, scale, task_cfg, device)
     metric_args, suites, skipped = build_metrics(cfg, task, task_cfg, [m.name for m in methods], device)
     check_sizes(datasets, metric_args)
+    check_fid_set_sizes(datasets, metric_args)
     torch.manual_seed(cfg.seed)  # only models with reverse_noise draw during sampling
     results: dict[str, Any] = {
         "task": task,

@@ -4,6 +4,7 @@ headers before any model runs, then loaded lazily one sample at a time."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -18,8 +19,10 @@ from ..data import FolderDataset
 from ..errors import UsageError
 from ..io import find_images, find_mask, list_images, read_header, read_image, read_mask
 from ..metrics.psnr_ssim import SSIM_SIZE
-from ..runner import inpainting_input
+from ..restoration import inpainting_input
 from .protocol import degradation
+
+log = logging.getLogger("diffir")
 
 
 @dataclass
@@ -160,6 +163,32 @@ def build_datasets(
     if not datasets:
         raise UsageError("no dataset selected: data=<preset> or data=[<preset>,<preset>]")
     return datasets
+
+
+FID_MIN_IMAGES = 2  # FID needs a covariance of the features: two images at the very least
+FID_RELIABLE_IMAGES = 1000  # below this, FID is dominated by its small-sample bias (papers use 2k-36k images)
+
+
+def check_fid_set_sizes(datasets: dict[str, TestSet], metric_args: dict[str, Any]) -> None:
+    """FID over too few images: refused below :data:`FID_MIN_IMAGES` before any image is restored (it would
+    fail after the whole run), and a warning below :data:`FID_RELIABLE_IMAGES` (a number, but no measure)."""
+    if "fid" not in metric_args["metrics"]:
+        return
+    for name, test_set in datasets.items():
+        n = len(test_set.files)
+        if n < FID_MIN_IMAGES:
+            raise UsageError(
+                f"FID needs at least {FID_MIN_IMAGES} images and dataset '{name}' has {n}: add images, or leave "
+                "FID out (metrics=[psnr,ssim,lpips])"
+            )
+        if n < FID_RELIABLE_IMAGES:
+            log.warning(
+                "FID on %d images of '%s' is dominated by its small-sample bias (reliable from about %d images): "
+                "do not compare it with published FIDs",
+                n,
+                name,
+                FID_RELIABLE_IMAGES,
+            )
 
 
 def check_sizes(datasets: dict[str, TestSet], metric_args: dict[str, Any]) -> None:

@@ -21,8 +21,7 @@ from torch import nn
 
 from ..checkpoint import model_record
 from ..models import DiffIRS1, DiffIRS2
-from ..restoration import restore, start_noise
-from ..runner import composite
+from ..restoration import composite, restore, start_noise
 from .images import log_panels, panel
 
 
@@ -278,7 +277,7 @@ class RestorationModule(L.LightningModule):
         """Any-size restoration; stage 2 starts its reverse diffusion from a noise vector seeded by the image
         index, so validation scores do not change between evaluations of the same weights."""
         noise = start_noise(net, lq.shape[0], self.seed + index, lq.device)
-        return restore(net, lq, gt=gt, noise=noise, scale=self.scale)
+        return restore(net, lq, gt=gt, noise=noise)
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

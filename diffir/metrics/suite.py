@@ -73,7 +73,9 @@ class MetricSuite(nn.Module):
         for name, fn in (("psnr", psnr), ("ssim", ssim)):
             if name in self.metrics:
                 values = fn(pred, gt, crop_border=self.crop_border, test_y_channel=self.test_y_channel)
-                per_metric[name] = torch.as_tensor(values).reshape(-1).tolist()
+                per_metric[name] = (
+                    torch.as_tensor(values, dtype=torch.float64).reshape(-1).tolist()
+                )  # a float would be float32
         if "lpips" in self._nets:
             per_metric["lpips"] = self._nets["lpips"](pred, gt).reshape(-1).tolist()
         if "fid" in self._nets:

@@ -20,6 +20,22 @@ def _size_multiple(G: DIRformer, *cpens: CPEN) -> int:  # noqa: N803
     return multiple
 
 
+class _Restorer:
+    """What a restoration needs to know of a DiffIR model, read off its DIRformer ``G``."""
+
+    G: DIRformer
+
+    @property
+    def scale(self) -> int:
+        """The output / input size ratio: the SR scale (1, 2 or 4), 1 for deblurring and inpainting."""
+        return self.G.upscale or 1
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the network input: 3 (RGB), 4 for inpainting (masked RGB and the mask)."""
+        return self.G.inp_channels
+
+
 def set_channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
     """Run every DIRformer and CPEN in ``model`` on channels-last (the default) or NCHW feature maps, weights
     included. The function computed is the same to float rounding; channels-last is faster on CPU."""
@@ -38,7 +54,7 @@ def set_composed(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model
 
 
-class DiffIRS1(nn.Module):
+class DiffIRS1(_Restorer, nn.Module):
     """Stage 1: ``z = CPEN_S1(LQ, GT)``, ``out = DIRformer(LQ, z)``. An oracle: it always needs the GT."""
 
     def __init__(self, G: DIRformer, E: CPEN) -> None:  # noqa: N803
@@ -58,7 +74,7 @@ class DiffIRS1(nn.Module):
         return self.G(lq, z), z
 
 
-class DiffIRS2(nn.Module):
+class DiffIRS2(_Restorer, nn.Module):
     """Stage 2: ``c = CPEN_S2(LQ)``; ẑ by T reverse diffusion steps conditioned on c; ``out = G(LQ, ẑ)``.
 
     With ``denoise=None`` (the paper's "no diffusion" ablation) CPEN_S2 regresses the prior directly.

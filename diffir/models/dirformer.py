@@ -164,6 +164,7 @@ class DIRformer(nn.Module):
                 f"out_channels ({out_channels}); set global_residual=False (as inpainting does)"
             )
         self.upscale = upscale
+        self.inp_channels = inp_channels
         self.ipr_dim = ipr_dim
         self.global_residual = global_residual
         self.lq_unshuffle = 1 if upscale is None else 4 // upscale

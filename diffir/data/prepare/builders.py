@@ -18,7 +18,7 @@ from PIL import Image
 from diffir.data.imresize import bicubic_downsample
 from diffir.data.masks import lama_mask_generator
 from diffir.errors import PrepareError
-from diffir.io import list_images, read_header, read_rgb, to_float, write_atomic
+from diffir.io import file_orientation, list_images, read_header, read_rgb, to_float, upright, write_atomic
 
 from .jobs import run_jobs
 from .sources import DIV2K_TRAIN, FLICKR2K
@@ -135,11 +135,13 @@ def _pairs(input_dir: Path, target_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def _read_pair(blurred: Path, sharp: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Both images exactly as stored (OpenCV, unchanged), which must have the same size."""
+    """Both images as stored (OpenCV, unchanged bit depth and channel order) and turned upright as a viewer
+    shows them (EXIF orientation), which must have the same size."""
     a, b = (cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in (blurred, sharp))
     for img, path in ((a, blurred), (b, sharp)):
         if img is None:
             raise PrepareError(f"cannot decode {path}")
+    a, b = upright(a, file_orientation(blurred)), upright(b, file_orientation(sharp))
     if a.shape != b.shape:
         raise PrepareError(f"{blurred} {a.shape[:2]} and {sharp} {b.shape[:2]} differ in size")
     return a, b
@@ -253,8 +255,10 @@ def _eval_masks_job(source: Path, out_root: Path, presets: Sequence[str], seed: 
         if (out_dir / f"{name}_mask000.png").exists():  # written last: the pair is complete
             continue
         if image is None:
-            with Image.open(source) as img:
-                image = img.convert("RGB")
+            rgb = read_rgb(source)  # upright (EXIF orientation), RGB, the first frame of an animation
+            image = Image.fromarray(
+                rgb if rgb.dtype == np.uint8 else (to_float(rgb) * 255).round().astype(np.uint8)
+            )
         size = int(preset.rsplit("_", 1)[1])
         factor = size / min(image.size)
         resized = image.resize(tuple(int(round(s * factor)) for s in image.size), Image.Resampling.BICUBIC)

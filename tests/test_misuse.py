@@ -17,7 +17,7 @@ from test_training import overrides
 from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
 from diffir.errors import UsageError
-from diffir.evaluation.samples import TestSet, check_fid_set_sizes
+from diffir.evaluation import samples
 from diffir.io import find_images, read_header, read_rgb, upright
 from diffir.restore_files import infer
 from diffir.training import RunSetupError, train
@@ -88,11 +88,11 @@ def test_infer_does_not_restore_its_own_output_inside_the_input_folder(tmp_path)
 
 
 def test_fid_on_too_few_images_is_refused_before_the_run_and_warned_below_the_reliable_size(caplog):
-    one = TestSet([], [Path("a.png")], [(64, 64)])
+    one = samples.TestSet([], [Path("a.png")], [(64, 64)])
     with pytest.raises(UsageError, match=r"FID needs at least 2 images and dataset 'x' has 1"):
-        check_fid_set_sizes({"x": one}, {"metrics": ["psnr", "fid"]})
-    check_fid_set_sizes({"x": one}, {"metrics": ["psnr"]})  # no FID: nothing to check
-    two = TestSet([], [Path("a.png"), Path("b.png")], [(64, 64)] * 2)
+        samples.check_fid_set_sizes({"x": one}, {"metrics": ["psnr", "fid"]})
+    samples.check_fid_set_sizes({"x": one}, {"metrics": ["psnr"]})  # no FID: nothing to check
+    two = samples.TestSet([], [Path("a.png"), Path("b.png")], [(64, 64)] * 2)
     with caplog.at_level(logging.WARNING, logger="diffir"):
-        check_fid_set_sizes({"x": two}, {"metrics": ["fid"]})
+        samples.check_fid_set_sizes({"x": two}, {"metrics": ["fid"]})
     assert "FID on 2 images of 'x' is dominated by its small-sample bias" in caplog.text

@@ -26,6 +26,10 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used, with the reason and what to do."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file cut short (empty or truncated): not a refusal of its content, a broken copy."""
+
+
 TMP_PATTERN = ".*.tmp"  # atomic_save's temporary files: ``.<name>.<random>.tmp``
 
 
@@ -97,12 +101,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError) as err:
+        if isinstance(err, EOFError) or "zip archive" in str(err):  # cut short: a copy or save that stopped
+            raise DamagedCheckpointError(
+                f"checkpoint {path} is damaged ({path.stat().st_size:,} bytes, "
+                f"{'empty' if isinstance(err, EOFError) else 'truncated: no zip directory at its end'})"
+            ) from err
+        raise _unreadable(path, err) from err
     except Exception as err:  # noqa: BLE001 - re-raised with the file name and the likely cause
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({_load_failure_reason(err)}): it must be a PyTorch file of tensors "
-            "and plain containers (this project's .ckpt or model file, or an official DiffIR .pth); files that "
-            "need arbitrary code to load are refused on purpose"
-        ) from err
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path: Path, err: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"cannot read checkpoint {path} ({_load_failure_reason(err)}): it must be a PyTorch file of tensors "
+        "and plain containers (this project's .ckpt or model file, or an official DiffIR .pth); files that "
+        "need arbitrary code to load are refused on purpose"
+    )
 
 
 def find_model_record(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> dict[str, Any]:

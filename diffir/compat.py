@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, read_checkpoint
+from .checkpoint import FORMAT, CheckpointError, read_checkpoint
 from .config import model_config, model_preset
 from .models import DiffIRS1, DiffIRS2, IPRDiffusion, build_model
 
@@ -25,6 +25,11 @@ S2_OPTIONS = ("n_denoise_res", "linear_start", "linear_end", "timesteps")
 def official_state_dict(ckpt: dict[str, Any], param_key: str = "params_ema") -> dict[str, torch.Tensor]:
     """The generator weights in an official checkpoint: BasicSR (``params_ema`` / ``params``), LaMa
     Lightning (``state_dict`` with ``generator.``), or a bare state dict; ``module.`` prefixes removed."""
+    if "diffir_model" in ckpt or ckpt.get("format") == FORMAT:
+        raise CheckpointError(
+            "this is already a diffir checkpoint or model file: it needs no conversion; load it with "
+            "diffir.load(path) or pass it as ckpt= to eval.py / infer.py (or stage1_ckpt= / init_ckpt=)"
+        )
     if param_key in ckpt or "params" in ckpt:
         state = ckpt.get(param_key, ckpt.get("params"))
     elif "state_dict" in ckpt:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .callbacks import AtomicCheckpointIO, Interruption, usable_callbacks
 from .checkpoint import (
     CheckpointError,
+    DamagedCheckpointError,
     find_model_record,
     load_error_summary,
     load_model,
@@ -170,6 +171,22 @@ def instantiate_checked(node: Any, key: str, hint: str | None = None, **kwargs: 
         raise RunSetupError(f"{key}: {message} Without the file: {hint}") from err
 
 
+def intact_alternative(damaged: Path) -> str:
+    """What to resume from instead of a damaged checkpoint: the newest other one of its folder that reads."""
+    others = sorted(
+        (p for p in damaged.parent.glob("*.ckpt") if p != damaged),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for candidate in others:
+        try:
+            step = read_checkpoint(candidate).get("global_step")
+        except CheckpointError:
+            continue
+        return f"the newest intact checkpoint of the run is {candidate} (step {step}): resume from it with ckpt_path={candidate}"
+    return "no other checkpoint of the run can be read: start again with overwrite=true"
+
+
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """``ckpt_path=`` or, with ``resume=auto``, the run's ``last.ckpt``: checked to be a safe checkpoint of this
     run's model before Lightning restores it."""
@@ -189,6 +206,8 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         return None
     try:
         saved = find_model_record(read_checkpoint(path), path)["config"]
+    except DamagedCheckpointError as err:
+        raise RunSetupError(f"{err}; {intact_alternative(path)}") from err
     except CheckpointError as err:
         raise RunSetupError(str(err)) from err
     if is_baseline(cfg):

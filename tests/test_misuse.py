@@ -16,6 +16,7 @@ from test_training import overrides
 
 from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
+from diffir.convert import main as convert
 from diffir.errors import UsageError
 from diffir.evaluation import samples
 from diffir.io import find_images, read_header, read_rgb, upright
@@ -96,3 +97,27 @@ def test_fid_on_too_few_images_is_refused_before_the_run_and_warned_below_the_re
     with caplog.at_level(logging.WARNING, logger="diffir"):
         samples.check_fid_set_sizes({"x": two}, {"metrics": ["fid"]})
     assert "FID on 2 images of 'x' is dominated by its small-sample bias" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_last_ckpt_names_the_newest_intact_checkpoint(tmp_path, damage):
+    train(compose_config(overrides(tmp_path, "sr", 1, 4, "stage1.val_every=2")))
+    checkpoints = tmp_path / "test" / "stage1" / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    raw = last.read_bytes()
+    last.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"")
+    with pytest.raises(
+        RunSetupError, match=rf"last\.ckpt is damaged .*{damage}.*\(step 4\).*ckpt_path="
+    ) as err:
+        train(compose_config(overrides(tmp_path, "sr", 1, 4, "stage1.val_every=2", "resume=auto")))
+    named = Path(str(err.value).rsplit("ckpt_path=", 1)[1])
+    assert named.parent == checkpoints and read_checkpoint(named)["global_step"] == 4
+    assert "pickled" not in str(err.value)
+
+
+def test_converting_a_diffir_file_says_it_needs_no_conversion(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "sr.ckpt", "sr", 2, 4)
+    with pytest.raises(
+        SystemExit, match=r"already a diffir checkpoint or model file: it needs no conversion"
+    ):
+        convert(["--task", "sr", "--stage", "2", "--out", str(tmp_path / "x.pt"), str(ckpt)])

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         for stage in (1, 2):
             cfg = compose_config([*overrides, f"stage={stage}"])
-            summaries[stage] = train(cfg)
+            summaries[stage] = train(cfg, suggest_next=False)  # the demo runs stage 2 itself
     except RunSetupError as err:
         sys.exit(f"error: {err}")
     checkpoints = {

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import netrc
 import os
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -475,8 +476,11 @@ def claim_run_dir(cfg: DictConfig, directory: Path) -> None:
     log.warning("overwrite=true: moved the previous run of %s to %s", directory, aside)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one stage; returns the run summary (directory, checkpoints, best metric, final validation)."""
+def train(cfg: DictConfig, suggest_next: bool = True) -> dict[str, Any]:
+    """Run one stage; returns the run summary (directory, checkpoints, best metric, final validation).
+
+    ``suggest_next`` prints the command of the next stage (off for callers that run it themselves: the demo).
+    """
     if cfg.stage not in (1, 2):
         raise RunSetupError(f"stage must be 1 or 2, got stage={cfg.stage}")
     if cfg.get("gan_stage") and cfg.stage != 2:
@@ -500,12 +504,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             lock.release()
             raise
     try:
-        return _fit(cfg, directory)
+        return _fit(cfg, directory, suggest_next)
     finally:
         lock.release()
 
 
-def _fit(cfg: DictConfig, directory: Path) -> dict[str, Any]:
+def _fit(cfg: DictConfig, directory: Path, suggest_next: bool) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     offline = configure_wandb(cfg)
     datamodule = build_datamodule(cfg)
@@ -540,10 +544,36 @@ def _fit(cfg: DictConfig, directory: Path) -> dict[str, Any]:
             f"{directory / 'checkpoints' / 'last.ckpt'} holds it: continue with the same command and resume=auto",
             interruption.signal,
         )
-    return summarize(cfg, trainer, directory, offline)
+    return summarize(cfg, trainer, directory, offline, suggest_next)
 
 
-def summarize(cfg: DictConfig, trainer: L.Trainer, directory: Path, offline: bool) -> dict[str, Any]:
+# Overrides that belong to one stage's run, not to the experiment: left out of the next stage's command.
+RUN_ONLY_KEYS = ("stage", "resume", "ckpt_path", "overwrite", "stage1_ckpt", "init_ckpt", "adversarial")
+
+
+def next_command(cfg: DictConfig, *changes: str) -> str:
+    """``python train.py`` with this run's command-line overrides (task, data, model, name, debug, ...) and
+    ``changes``: the command that continues *this* experiment, not the defaults'."""
+    try:
+        given = list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed in Python (tests, the API): no command line to repeat
+        given = []
+    changed = {c.split("=", 1)[0] for c in changes}
+    kept = [
+        o
+        for o in given
+        if (key := o.split("=", 1)[0].lstrip("+~")) not in changed
+        and key not in RUN_ONLY_KEYS
+        and not key.startswith(("stage1.", "stage2.", "hydra."))
+    ]
+    if not any(o.split("=", 1)[0] == "name" for o in kept):
+        kept.append(f"name={cfg.name}")
+    return "python train.py " + " ".join(shlex.quote(o) for o in [*kept, *changes])
+
+
+def summarize(
+    cfg: DictConfig, trainer: L.Trainer, directory: Path, offline: bool, suggest_next: bool = True
+) -> dict[str, Any]:
     best_cb = next(
         (c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val/psnr"), None
     )
@@ -574,12 +604,12 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, directory: Path, offline: boo
         lines.append(
             f"  W&B run saved offline in {directory}/wandb: upload it with `wandb sync {directory}/wandb/offline-run-*`"
         )
-    if cfg.stage == 1 and not is_baseline(cfg):
-        lines.append(f"  next: python train.py stage=2 name={cfg.name} (same task / model settings)")
+    if suggest_next and cfg.stage == 1 and not is_baseline(cfg):
+        lines.append(f"  next: {next_command(cfg, 'stage=2')}")
     adversarial = {"sr": "srgan", "realsr": "realsr_v1|realsr_v2"}.get(cfg.task_name)
-    if cfg.stage == 2 and adversarial and not (is_baseline(cfg) or cfg.get("gan_stage")):
+    if suggest_next and cfg.stage == 2 and adversarial and not (is_baseline(cfg) or cfg.get("gan_stage")):
         lines.append(
-            f"  next (adversarial stage): python train.py stage=2 adversarial={adversarial} name={cfg.name}"
+            f"  next (adversarial stage): {next_command(cfg, 'stage=2', f'adversarial={adversarial}')}"
         )
     if trainer.is_global_zero:
         print("\n".join(lines))

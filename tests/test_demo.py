@@ -36,6 +36,7 @@ def test_demo_beats_bicubic(tmp_path, capsys):
     assert np.isfinite(stage1["psnr"]) and stage1.keys() == stage2.keys() == bicubic.keys()
     out = capsys.readouterr().out
     assert "| bicubic |" in out and "DiffIR stage 2" in out
+    assert "next:" not in out, "the demo runs stage 2 itself: no next command to suggest"
     assert (tmp_path / "demo" / "results.md").is_file() and (tmp_path / "demo" / "comparison.png").is_file()
 
 

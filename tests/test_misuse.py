@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image, ImageOps
 from test_eval_infer import infer_cfg, save_checkpoint
 from test_training import overrides
 
+from diffir import training
 from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
 from diffir.convert import main as convert
@@ -121,3 +123,23 @@ def test_converting_a_diffir_file_says_it_needs_no_conversion(tmp_path):
         SystemExit, match=r"already a diffir checkpoint or model file: it needs no conversion"
     ):
         convert(["--task", "sr", "--stage", "2", "--out", str(tmp_path / "x.pt"), str(ckpt)])
+
+
+def test_the_next_command_continues_this_run_with_its_overrides(monkeypatch):
+    """After ``debug=fast data=samples``, stage 2 must get them too (the defaults' DF2K is not there)."""
+    given = [
+        "task=sr",
+        "stage=1",
+        "debug=fast",
+        "data=samples",
+        "stage1.max_steps=3",
+        "resume=auto",
+        "seed=3",
+    ]
+    hydra = SimpleNamespace(overrides=SimpleNamespace(task=given))
+    monkeypatch.setattr(training.HydraConfig, "get", staticmethod(lambda: hydra))
+    cfg = compose_config(given)
+    assert training.next_command(cfg, "stage=2") == (
+        f"python train.py task=sr debug=fast data=samples seed=3 name={cfg.name} stage=2"
+    )
+    assert "adversarial=srgan" in training.next_command(cfg, "stage=2", "adversarial=srgan")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import skimage.data
 from PIL import Image, ImageOps
-from test_eval_infer import infer_cfg, save_checkpoint
+from test_eval_infer import eval_cfg, infer_cfg, save_checkpoint
 from test_training import overrides
 
 from diffir import training
@@ -20,7 +20,7 @@ from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
 from diffir.convert import main as convert
 from diffir.errors import UsageError
-from diffir.evaluation import samples
+from diffir.evaluation import evaluate, samples
 from diffir.io import find_images, read_header, read_rgb, upright
 from diffir.restore_files import infer
 from diffir.training import RunSetupError, train
@@ -143,3 +143,12 @@ def test_the_next_command_continues_this_run_with_its_overrides(monkeypatch):
         f"python train.py task=sr debug=fast data=samples seed=3 name={cfg.name} stage=2"
     )
     assert "adversarial=srgan" in training.next_command(cfg, "stage=2", "adversarial=srgan")
+
+
+@pytest.mark.parametrize("name", ["set5", "set14"])
+def test_a_missing_benchmark_says_how_to_get_it(tmp_path, name):
+    cfg = eval_cfg("method=bicubic", "task=sr", "scale=4", f"data={name}", f"paths.benchmarks_dir={tmp_path}")
+    with pytest.raises(
+        UsageError, match=rf"python -m diffir.data.prepare {name} --root .*data\.{name}\.root="
+    ):
+        evaluate(cfg)

@@ -29,6 +29,7 @@ NUMERICAL_MODULES = {
     "test_metrics",
     "test_losses",
     "test_realesrgan",
+    "test_api",
 }
 
 

@@ -7,6 +7,7 @@ import doctest
 
 import pytest
 import torch
+from numerics import assert_float32_close
 
 import diffir
 import diffir.api
@@ -58,7 +59,8 @@ def test_a_batch_restores_each_image_as_alone(sr4):
     """One start vector per image (as infer.py): batching does not change an image's restoration."""
     lq = torch.rand(2, 3, 8, 8)
     both = diffir.restore(sr4, lq, seed=5)
-    torch.testing.assert_close(both[1:], diffir.restore(sr4, lq[1:], seed=5), rtol=0, atol=1e-5)
+    # a batch of 2 vs 1 may be summed in another order: a 3x3 conv over at most 64 channels per value
+    assert_float32_close(both[1:], diffir.restore(sr4, lq[1:], seed=5), terms=9 * 64)
 
 
 @pytest.mark.parametrize(

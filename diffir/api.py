@@ -78,8 +78,7 @@ def restore(
         raise ValueError(f"mask= is for inpainting models; this one takes {model.in_channels}-channel input")
     else:
         check_input(model, image, gt)
-    noise = start_noise(
-        model, 1, seed, image.device
-    )  # one start per image, as infer.py: batching changes nothing
+    # one start vector for every image, as infer.py: batching does not change an image's restoration
+    noise = start_noise(model, 1, seed, image.device)
     noise = None if noise is None else noise.expand(image.shape[0], -1)
     return restore_image(model, image, mask=mask, gt=gt, noise=noise, tile=tile, tile_overlap=tile_overlap)

@@ -73,9 +73,8 @@ class MetricSuite(nn.Module):
         for name, fn in (("psnr", psnr), ("ssim", ssim)):
             if name in self.metrics:
                 values = fn(pred, gt, crop_border=self.crop_border, test_y_channel=self.test_y_channel)
-                per_metric[name] = (
-                    torch.as_tensor(values, dtype=torch.float64).reshape(-1).tolist()
-                )  # a float would be float32
+                # float64: as_tensor of a Python float (a numpy image's score) would round it to float32
+                per_metric[name] = torch.as_tensor(values, dtype=torch.float64).reshape(-1).tolist()
         if "lpips" in self._nets:
             per_metric["lpips"] = self._nets["lpips"](pred, gt).reshape(-1).tolist()
         if "fid" in self._nets:

@@ -26,6 +26,12 @@ from .checkpoint import atomic_save, read_checkpoint
 log = logging.getLogger("diffir")
 
 
+def format_metric(value: float) -> str:
+    """A logged value as the run summary and the progress bar both show it: 4 decimals (PSNR 30.2543), or 4
+    significant digits below 0.001 (a loss of 1.234e-05), so the bar and the summary agree."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3e}"
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temporary file and rename it (a killed run never leaves a truncated file), and
     read them with :func:`read_checkpoint` (``weights_only``: resuming from a downloaded file cannot run code;
@@ -112,9 +118,11 @@ class StepProgressBar(TQDMProgressBar):
         pass  # the bar spans the whole run; Lightning's would redraw it here and again when it closes
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Lightning's metrics without ``v_num``, floats formatted by :func:`format_metric` (Lightning's own
+        3 significant digits padded with zeros show ``val/psnr=30.30`` where the summary says 30.2543)."""
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        return metrics
+        return {k: format_metric(v) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
 class ParameterSummary(ModelSummary):

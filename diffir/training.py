@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .callbacks import AtomicCheckpointIO, Interruption, usable_callbacks
+from .callbacks import AtomicCheckpointIO, Interruption, format_metric, usable_callbacks
 from .checkpoint import (
     CheckpointError,
     DamagedCheckpointError,
@@ -596,10 +596,12 @@ def summarize(
     ]
     if summary["best_checkpoint"]:
         lines.append(
-            f"  best checkpoint: {summary['best_checkpoint']} (val/psnr {summary['best_val_psnr']:.3f})"
+            f"  best checkpoint: {summary['best_checkpoint']} (val/psnr {format_metric(summary['best_val_psnr'])})"
         )
     if metrics:
-        lines.append("  last validation: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+        lines.append(
+            "  last validation: " + ", ".join(f"{k}={format_metric(v)}" for k, v in sorted(metrics.items()))
+        )
     if offline:
         lines.append(
             f"  W&B run saved offline in {directory}/wandb: upload it with `wandb sync {directory}/wandb/offline-run-*`"

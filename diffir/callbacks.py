@@ -1,5 +1,5 @@
-"""Callbacks and plugins for training runs: a step-based progress bar, a parameter summary, and checkpoint
-files written atomically and read safely."""
+"""Callbacks and plugins for training runs: a step-based progress bar, a parameter summary, checkpoint files
+written atomically and read safely, and the W&B logger without its warning."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch import loggers
 from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
@@ -44,6 +45,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
         return read_checkpoint(path)
+
+
+class WandbLogger(loggers.WandbLogger):
+    """Lightning's W&B logger without the ``anonymous=None`` it always hands to ``wandb.init``, for which W&B
+    warns on every run that "the anonymous setting has no effect" (None is W&B's default anyway)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 
 class Interruption(Callback):

@@ -8,7 +8,6 @@ import netrc
 import os
 import shlex
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +36,11 @@ from .lit.pixel_diffusion import PixelDiffusionModule
 from .metrics import MissingWeightsError
 from .models import DiffIRS1, DiffIRS2
 from .models.dirformer import SR_SCALES
+from .noise import quiet
 from .runlock import RunLock, RunLockedError
 from .speed import compile_model, log_compile_cost, set_checkpointing
 
 log = logging.getLogger("diffir")
-
-# Intended here: checkpoints hold the state *after* step N's update (that is what step N means on resume), and
-# the EMA copy and the stage-2 teacher stay in eval mode while the student trains.
-warnings.filterwarnings("ignore", message=".*Using ModelCheckpoint with manual optimization.*")
-warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
-# Validation metrics are reduced over all processes' images by MetricSuite itself, not by Lightning's sync_dist.
-warnings.filterwarnings("ignore", message=".*self.log\\('val/.*sync_dist=True.*")
 
 
 class RunInterrupted(RuntimeError):
@@ -481,6 +474,7 @@ def train(cfg: DictConfig, suggest_next: bool = True) -> dict[str, Any]:
 
     ``suggest_next`` prints the command of the next stage (off for callers that run it themselves: the demo).
     """
+    quiet()
     if cfg.stage not in (1, 2):
         raise RunSetupError(f"stage must be 1 or 2, got stage={cfg.stage}")
     if cfg.get("gan_stage") and cfg.stage != 2:
@@ -571,6 +565,13 @@ def next_command(cfg: DictConfig, *changes: str) -> str:
     return "python train.py " + " ".join(shlex.quote(o) for o in [*kept, *changes])
 
 
+def shown(path: str | Path) -> str:
+    """A path as the run summary prints it: relative to the working directory when inside it, else absolute,
+    whatever form it was made in (Lightning makes the best checkpoint's absolute, the run folder is relative)."""
+    absolute = Path(path).absolute()
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
+
+
 def summarize(
     cfg: DictConfig, trainer: L.Trainer, directory: Path, offline: bool, suggest_next: bool = True
 ) -> dict[str, Any]:
@@ -591,12 +592,13 @@ def summarize(
     }
     lines = [
         f"{cfg.method.name if is_baseline(cfg) else f'stage {cfg.stage}'} finished at step {summary['steps']}",
-        f"  run directory:   {directory}",
-        f"  last checkpoint: {summary['last_checkpoint']}",
+        f"  run directory:   {shown(directory)}",
+        f"  last checkpoint: {shown(summary['last_checkpoint'])}",
     ]
     if summary["best_checkpoint"]:
         lines.append(
-            f"  best checkpoint: {summary['best_checkpoint']} (val/psnr {format_metric(summary['best_val_psnr'])})"
+            f"  best checkpoint: {shown(summary['best_checkpoint'])} "
+            f"(val/psnr {format_metric(summary['best_val_psnr'])})"
         )
     if metrics:
         lines.append(
@@ -604,7 +606,8 @@ def summarize(
         )
     if offline:
         lines.append(
-            f"  W&B run saved offline in {directory}/wandb: upload it with `wandb sync {directory}/wandb/offline-run-*`"
+            f"  W&B run saved offline in {shown(directory)}/wandb: upload it with "
+            f"`wandb sync {shown(directory)}/wandb/offline-run-*`"
         )
     if suggest_next and cfg.stage == 1 and not is_baseline(cfg):
         lines.append(f"  next: {next_command(cfg, 'stage=2')}")

@@ -4,11 +4,32 @@ pages) and how it stops when the disk or the folder lets it down."""
 from __future__ import annotations
 
 import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from diffir.callbacks import StepProgressBar, format_metric
+
+REPO = Path(__file__).resolve().parents[1]
+NOISE = ("litlogger", "LeafSpec", "anonymous setting", "Images sizes do not match", "logging interval")
+
+
+def run_cli(script: str, *args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess:
+    """``python <script> <args>`` from ``cwd`` (one thread): its exit status and everything it printed."""
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_the_progress_bar_shows_metrics_as_precisely_as_the_summary():
@@ -18,3 +39,21 @@ def test_the_progress_bar_shows_metrics_as_precisely_as_the_summary():
     assert format_metric(30.2543) == "30.2543"  # the summary's "last validation" and "best checkpoint"
     assert "val/psnr=30.2543" in bar.postfix  # Lightning's own formatting shows val/psnr=30.30
     assert "train/loss=1.234e-05" in bar.postfix
+
+
+@pytest.mark.slow
+def test_a_run_prints_no_third_party_noise_and_its_checkpoints_alike(tmp_path):
+    """The litlogger tip, torch's LeafSpec deprecation (through Lightning), W&B's anonymous setting and its
+    mismatched image sizes (validation panels of photos of different sizes), Lightning's logging interval in
+    debug=fast; the best checkpoint printed absolute beside a relative last one."""
+    proc = run_cli(
+        "train.py", "task=sr", "stage=1", "debug=fast", "logger=wandb", "stage1.max_steps=2",
+        "data.val_center_crop=null", "paths.experiments_dir=exp", "name=t", "trainer.enable_progress_bar=false",
+        cwd=tmp_path, WANDB_MODE="offline", WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+    )  # fmt: skip
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode == 0, printed[-3000:]
+    for noise in NOISE:
+        assert noise not in printed
+    last, best = (Path(re.search(rf"{kind} checkpoint: (\S+)", printed)[1]) for kind in ("last", "best"))
+    assert last.parent == best.parent == Path("exp/t/stage1/checkpoints")

@@ -3,6 +3,7 @@ written atomically and read safely, and the W&B logger without its warning."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import threading
@@ -23,6 +24,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .checkpoint import atomic_save, read_checkpoint
+from .errors import StorageError
 
 log = logging.getLogger("diffir")
 
@@ -33,15 +35,47 @@ def format_metric(value: float) -> str:
     return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3e}"
 
 
+def os_error_in(err: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``err``: itself, or one it was raised from or while handling (a full disk during
+    ``torch.save`` ends in a ``RuntimeError`` of its zip writer raised while handling the ``OSError``)."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temporary file and rename it (a killed run never leaves a truncated file), and
     read them with :func:`read_checkpoint` (``weights_only``: resuming from a downloaded file cannot run code;
-    a refused or broken file is a one-line :class:`CheckpointError`)."""
+    a refused or broken file is a one-line :class:`CheckpointError`).
+
+    A save that the file system refuses (a full disk, a quota, a folder made read-only) stops the run with one
+    :class:`StorageError` line instead of chained tracebacks; the checkpoints saved before it are untouched."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        atomic_save(checkpoint, path)
+        try:
+            atomic_save(checkpoint, path)
+        except Exception as err:
+            failure = os_error_in(err)
+            if failure is None:
+                raise
+            full = failure.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = "no space left on device" if full else (failure.strerror or str(failure)).lower()
+            todo = (
+                "free some space on its disk (or keep fewer periodic checkpoints: callbacks.every.save_top_k=<N>)"
+                if full
+                else f"make {Path(path).parent} writable"
+            )
+            raise StorageError(
+                f"cannot save checkpoint {path}: {reason}; the checkpoints saved before it are intact "
+                f"(saves are atomic): {todo}, then continue with the same command and resume=auto"
+            ) from err
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
         return read_checkpoint(path)

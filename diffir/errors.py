@@ -11,3 +11,8 @@ class UsageError(RuntimeError):
 class PrepareError(UsageError):
     """A problem with the inputs of a dataset preparation (``python -m diffir.data.prepare``), with what to do
     about it."""
+
+
+class StorageError(UsageError):
+    """A file or folder the run must write cannot be written (a full disk, a read-only folder): the path, the
+    reason and what to do, in one line."""

@@ -3,6 +3,7 @@ pages) and how it stops when the disk or the folder lets it down."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -12,9 +13,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from test_training import overrides
 
 from diffir.callbacks import StepProgressBar, format_metric
+from diffir.checkpoint import read_checkpoint
+from diffir.config import compose_config
+from diffir.errors import StorageError
+from diffir.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 NOISE = ("litlogger", "LeafSpec", "anonymous setting", "Images sizes do not match", "logging interval")
@@ -57,3 +64,31 @@ def test_a_run_prints_no_third_party_noise_and_its_checkpoints_alike(tmp_path):
         assert noise not in printed
     last, best = (Path(re.search(rf"{kind} checkpoint: (\S+)", printed)[1]) for kind in ("last", "best"))
     assert last.parent == best.parent == Path("exp/t/stage1/checkpoints")
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_earlier_checkpoints(
+    tmp_path, monkeypatch
+):
+    real_save = torch.save
+
+    def full_disk_at_step_4(obj: object, f: io.BufferedWriter, *args: object, **kwargs: object) -> None:
+        if isinstance(obj, dict) and obj.get("global_step") == 4:
+            f.write(b"PK\x03\x04 partial")  # as torch does: its zip writer fails while handling the OSError
+            failure = RuntimeError(
+                "[enforce fail at inline_container.cc:672] . unexpected pos 2722560 vs 2722448"
+            )
+            failure.__context__ = OSError(errno.ENOSPC, "No space left on device")
+            raise failure
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_step_4)
+    with pytest.raises(
+        StorageError,
+        match=r"cannot save checkpoint \S+step0000004\S*\.ckpt: no space left on device; the checkpoints saved "
+        r"before it are intact .*then continue with the same command and resume=auto",
+    ) as err:
+        train(compose_config(overrides(tmp_path, "sr", 1, 4, "stage1.val_every=2")))
+    assert "\n" not in str(err.value)
+    checkpoints = tmp_path / "test" / "stage1" / "checkpoints"
+    assert read_checkpoint(checkpoints / "last.ckpt")["global_step"] == 2
+    assert not list(checkpoints.glob(".*.tmp")), "the partial save was left behind"

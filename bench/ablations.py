@@ -54,7 +54,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "T=2": ("diffusion.timesteps=2",),
     "T=8": ("diffusion.timesteps=8",),
 }
-# The paper's numbers for these ablations (diffir-reference.md §6): only the diffusion gain is known; the
+# The paper's numbers for these ablations (docs/method.md §6): only the diffusion gain is known; the
 # ablation table itself was not retrieved, so the other rows say so rather than guess.
 PAPER = {
     REFERENCE: "the paper's configuration",
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"**Training budget: {budget}; {progress.minutes():.1f} min in all.** The paper trains each stage 1M "
         "iterations, batch 64, GT patch 256 on DF2K with the full model: differences within the std here "
         "are noise, and the paper's gaps need not show at this scale. Paper column: its numbers at full "
-        "scale where known (diffir-reference.md §6)."
+        "scale where known (docs/method.md §6)."
     )
     text = markdown([*rows, *references], metrics, header)
     print("\n" + text)

@@ -1,4 +1,4 @@
-"""The pixel-space baselines (SR3, image-conditioned DDPM, GDP): every check of baselines-reference.md §6."""
+"""The pixel-space baselines (SR3, image-conditioned DDPM, GDP): every check of docs/baselines.md §6."""
 
 from __future__ import annotations
 

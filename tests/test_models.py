@@ -58,7 +58,7 @@ def test_padding_does_not_change_aligned_inputs():
 
 
 def test_schedule_matches_reference_table():
-    """diffir-reference.md §2.1: coefficients of the official T=4 schedule."""
+    """docs/method.md §2.1: coefficients of the official T=4 schedule."""
     d = IPRDiffusion()
     torch.testing.assert_close(d.betas, torch.tensor([0.1, 0.294286, 0.590952, 0.99]), atol=1e-6, rtol=0)
     torch.testing.assert_close(

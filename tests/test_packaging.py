@@ -1,8 +1,10 @@
-"""A non-editable install (a wheel) carries the Hydra configs and the console scripts."""
+"""What a clone and a wheel carry: the wheel holds the Hydra configs and the console scripts, and every
+``docs/<name>.md §n`` that the code, configs, tests and README cite is a section of a file in the repository."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,8 +13,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,7 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_wheel_composes_configs_outside_the_repository(wheel, tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
@@ -61,9 +62,120 @@ def test_wheel_composes_configs_outside_the_repository(wheel, tmp_path):
     assert values.split()[0] == "deblur"
 
 
+@pytest.mark.slow
 def test_wheel_declares_console_scripts(wheel):
     with zipfile.ZipFile(wheel) as archive:
         name = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
         entry_points = archive.read(name).decode()
     for script in ("diffir-train", "diffir-eval", "diffir-infer"):
         assert f"{script} = diffir.cli:" in entry_points
+
+
+# --- documentation citations -------------------------------------------------------------------------------
+
+SECTION = r"\d+(?:\.\d+)*"
+SPAN = rf"§\s*{SECTION}(?:\s*[-–]\s*{SECTION})?"  # §3.2 or a range §3.2-3.4
+# docs/method.md §3.3, docs/method.md §3.2-3.4, docs/method.md §3.3-3.4, §4.2: every listed item starts with §
+CITATION = re.compile(rf"docs/(?P<doc>[\w-]+\.md)\s*(?P<spans>{SPAN}(?:\s*,\s*{SPAN})*)")
+HEADING = re.compile(rf"^#{{1,6}}\s+(?P<number>{SECTION})\.?(?:\s|$)")
+TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".md", ".txt", ".cfg", ".toml", ".json"}
+# The former homes of these sections, outside the clone (spelled in two parts so this file does not cite them)
+OUTSIDE_DOCS = ("diffir" + "-reference.md", "baselines" + "-reference.md")
+
+
+def _sources(*roots: Path) -> list[Path]:
+    """Text files under ``roots`` (a directory is walked, symlinked ones too: ``diffir/conf`` links to
+    ``conf/``), each once."""
+    found: dict[Path, Path] = {}
+    for root in roots:
+        paths = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        for path in paths:
+            if path.suffix in TEXT_SUFFIXES and "__pycache__" not in path.parts:
+                found.setdefault(path.resolve(), path)
+    return sorted(found.values())
+
+
+def _cited_sections(spans: str) -> list[str]:
+    """The section numbers a citation names; a range between siblings (§3.2-3.4, §2-4) names every one."""
+    sections = []
+    for span in re.findall(SPAN, spans):
+        ends = [e.strip() for e in re.split(r"[-–]", span.lstrip("§").strip())]
+        if len(ends) == 1:
+            sections.append(ends[0])
+            continue
+        first, last = (e.split(".") for e in ends)
+        if len(first) == len(last) and first[:-1] == last[:-1] and int(first[-1]) <= int(last[-1]):
+            prefix = first[:-1]
+            sections += [".".join([*prefix, str(k)]) for k in range(int(first[-1]), int(last[-1]) + 1)]
+        else:
+            sections += [".".join(first), ".".join(last)]
+    return sections
+
+
+def _citations(paths: list[Path]) -> list[tuple[str, str, str]]:
+    """(where, document, section) for every ``docs/<name>.md §n`` in ``paths``."""
+    found = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for match in CITATION.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            where = f"{path.relative_to(REPO)}:{line}"
+            found += [(where, match["doc"], section) for section in _cited_sections(match["spans"])]
+    return found
+
+
+def _headings(document: Path) -> set[str]:
+    return {
+        m["number"]
+        for line in document.read_text(encoding="utf-8").splitlines()
+        if (m := HEADING.match(line))
+    }
+
+
+def test_citation_parser_reads_ranges_and_lists():
+    text = "(docs/method.md §3.3-3.4, §4.2) docs/baselines.md §2-4; docs/method.md §1.2-1.3 and §5: 8 GPUs, 3"
+    spans = [(m["doc"], _cited_sections(m["spans"])) for m in CITATION.finditer(text)]
+    assert spans == [
+        ("method.md", ["3.3", "3.4", "4.2"]),
+        ("baselines.md", ["2", "3", "4"]),
+        ("method.md", ["1.2", "1.3"]),
+    ]
+    assert _headings(REPO / "docs" / "method.md") >= {"1", "1.2", "2", "2.1", "3", "3.2", "6"}
+
+
+def test_every_docs_citation_names_a_section_of_a_file_in_the_repository():
+    sources = _sources(
+        REPO / "diffir",
+        REPO / "diffir" / "conf",
+        REPO / "tests",
+        REPO / "bench",
+        REPO / "docs",
+        REPO / "README.md",
+        *REPO.glob("*.py"),
+    )
+    citations = _citations(sources)
+    documents = {doc for _, doc, _ in citations}
+    assert {"method.md", "baselines.md"} <= documents and len(citations) >= 30, (
+        f"only {len(citations)} citations found in {len(sources)} files: is the pattern still right?"
+    )
+    headings = {doc: _headings(REPO / "docs" / doc) for doc in documents if (REPO / "docs" / doc).is_file()}
+    missing = [f"{where}: docs/{doc} does not exist" for where, doc, _ in citations if doc not in headings]
+    missing += [
+        f"{where}: docs/{doc} has no heading for §{section}"
+        for where, doc, section in citations
+        if doc in headings and section not in headings[doc]
+    ]
+    assert not missing, "citations that do not resolve in the repository:\n" + "\n".join(sorted(set(missing)))
+
+
+def test_no_code_cites_the_documents_outside_the_clone():
+    sources = _sources(
+        REPO / "diffir", REPO / "diffir" / "conf", REPO / "tests", REPO / "bench", *REPO.glob("*.py")
+    )
+    stale = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in sources
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if any(name in line for name in OUTSIDE_DOCS)
+    ]
+    assert not stale, "cite docs/method.md or docs/baselines.md instead:\n" + "\n".join(stale)

@@ -1,4 +1,4 @@
-"""The learning-rate curves of the paper presets (diffir-reference.md §3.4) and the step-indexed sampler.
+"""The learning-rate curves of the paper presets (docs/method.md §3.4) and the step-indexed sampler.
 
 Learning rates are given at BasicSR's 1-based iteration ``k``: it steps its schedulers before each update
 except the first, so iteration ``k`` runs after ``k - 1`` scheduler steps, as our training step ``k - 1`` does.
@@ -63,7 +63,8 @@ def test_stage2_step_decays_follow_the_official_manual_learning_rates(experiment
 
 
 def test_deblur_stage1_cosine_rises_then_restarts_and_anneals():
-    """§3.3: eta_min 2.85e-4 above the base 2e-4, so the first 92k-step period rises; the second anneals."""
+    """docs/method.md §3.3: eta_min 2.85e-4 above the base 2e-4, so the first 92k-step period rises; the
+    second anneals."""
     scheduler = compose_config(["experiment=deblur_paper", "stage=1"]).stage1.scheduler
     expected = {
         1: 2.0e-4,

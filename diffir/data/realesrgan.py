@@ -4,7 +4,7 @@ DiffIR-RealSR trains on LQ images synthesised from clean GT crops with the Real-
 Real-ESRGAN (``degradations.py``, ``img_process_util.py``, ``diffjpeg.py``, ``RealESRGANDataset``,
 ``RealESRNetModel.feed_data``). The deterministic pieces here compute the official functions (checked against
 vectors of the official code in ``tests/parity/degradations.py``); ``RealESRGANDegradation`` chains them with
-the official random parameters (diffir-reference.md §4.2), drawing every random number from one
+the official random parameters (docs/method.md §4.2), drawing every random number from one
 ``torch.Generator`` so that a batch is a function of the caller's (seed, step, rank).
 
 Blur kernels are made in numpy float64, as the official dataset makes them, and handed on as float32 tensors.

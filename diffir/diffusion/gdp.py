@@ -1,5 +1,5 @@
 """GDP (Fei et al., CVPR 2023): training-free restoration by guiding an unconditional DDPM prior with the
-degraded image y through a known (or blind, estimated) degradation operator D (baselines-reference.md §4).
+degraded image y through a known (or blind, estimated) degradation operator D (docs/baselines.md §4).
 
 At every reverse step: ε̂ = ε_θ(x_t, t) without gradient, x̂_0 = clip(...), μ = posterior mean, then
 ``g = ∇_z(−s·mse(D((z+1)/2), y))`` with z = x̂_0 (GDP-x0, default) or z = x_t (GDP-xt) — never through the

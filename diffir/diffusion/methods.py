@@ -1,4 +1,4 @@
-"""SR3, the image-conditioned DDPM and the unconditional DDPM prior as plain modules (baselines-reference.md §2-4).
+"""SR3, the image-conditioned DDPM and the unconditional DDPM prior as plain modules (docs/baselines.md §2-4).
 
 Each holds its U-Net and schedules and knows three things: its training loss on a (GT, LQ) batch, how to
 restore an LQ batch of any size (``restore``), and its own description (``config``) so a checkpoint rebuilds

@@ -1,4 +1,4 @@
-"""Noise schedules of the pixel-space baselines (baselines-reference.md §1): ᾱ_t, respacing, the SR3 noise level.
+"""Noise schedules of the pixel-space baselines (docs/baselines.md §1): ᾱ_t, respacing, the SR3 noise level.
 
 Indexing: 0-based in code, ``alphas_cumprod[t] = ᾱ_{t+1}`` and ``alphas_cumprod_prev[t] = ᾱ_t`` (ᾱ_0 = 1).
 Everything is float64 (``np.linspace``), as in guided-diffusion; tensors are cast at use.

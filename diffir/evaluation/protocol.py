@@ -1,6 +1,6 @@
 """What is measured and on what inputs: the task's training config (composed, so presets and overrides
 apply as in ``train.py``) gives the default scale, the synthetic degradation and the PSNR/SSIM convention;
-``protocol`` in ``conf/eval/eval.yaml`` gives the metrics each task reports (diffir-reference.md §5)."""
+``protocol`` in ``conf/eval/eval.yaml`` gives the metrics each task reports (docs/method.md §5)."""
 
 from __future__ import annotations
 

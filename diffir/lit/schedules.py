@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the official runs, expressed directly (diffir-reference.md §3.4).
+"""Learning-rate schedules of the official runs, expressed directly (docs/method.md §3.4).
 
 The official RealSR / deblurring stage-2 code overwrites the scheduler's lr by hand inside the step; here
 the effective curve is a scheduler of its own, and every scheduler is stepped once per iteration.

@@ -5,7 +5,7 @@ frozen) and ``discriminator_terms(out.detach(), gt, mask)`` for the discriminato
 named terms: the ones without the ``log_`` prefix are summed into that update's loss, the rest are logged.
 
 * :class:`BCEAdversary` — DiffIR-SRGAN / DiffIR-RealSR (BasicSR ``GANLoss('vanilla')`` with
-  ``UNetDiscriminatorSN``): G pushes ``D(out)`` to "real"; D learns real → 1, fake → 0 (diffir-reference §3.1).
+  ``UNetDiscriminatorSN``): G pushes ``D(out)`` to "real"; D learns real → 1, fake → 0 (docs/method.md §3.1).
 * :class:`LamaAdversary` — DiffIR-inpainting (LaMa): non-saturating loss with the R1 penalty and the
   mask-as-fake target, plus feature matching over the ``NLayerDiscriminator`` activations.
 """

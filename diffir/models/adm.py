@@ -1,6 +1,6 @@
 """guided-diffusion's ADM U-Net (Dhariwal & Nichol), the ImageNet 256² unconditional prior GDP uses.
 
-Only for cost reports (parameters and MACs of the published GDP configuration, baselines-reference.md §4-5):
+Only for cost reports (parameters and MACs of the published GDP configuration, docs/baselines.md §4-5):
 its weights are not shipped here. The structure follows ``guided_diffusion/unet.py`` ``UNetModel``: scale-shift
 normalisation, BigGAN up/down residual blocks, multi-head attention at the listed downsampling factors and
 a learned variance (6 output channels).

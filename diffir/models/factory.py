@@ -25,7 +25,7 @@ class TaskLayout:
 
 
 def task_layout(task: str, scale: int = 1) -> TaskLayout:
-    """The per-task layout of diffir-reference.md §1.2-1.3 (SR ×4/×2/×1, deblurring, inpainting)."""
+    """The per-task layout of docs/method.md §1.2-1.3 (SR ×4/×2/×1, deblurring, inpainting)."""
     if task == "sr":
         if scale not in SR_SCALES:
             raise ValueError(f"SR scale must be one of {SR_SCALES}, got {scale}")

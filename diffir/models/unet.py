@@ -1,4 +1,4 @@
-"""The pixel-space baselines' U-Net (SR3 / image-conditioned DDPM / GDP prior; baselines-reference.md §1.1).
+"""The pixel-space baselines' U-Net (SR3 / image-conditioned DDPM / GDP prior; docs/baselines.md §1.1).
 
 A re-implementation of the SR3 U-Net of Janspiry's SR3 code: a sinusoidal embedding of the noise level γ
 (SR3) or of the integer timestep t (DDPM) goes through ``Linear(C, 4C)-Swish-Linear(4C, C)`` and is added,
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-# Presets of baselines-reference.md §1.1 (in_channels / emb are set by the method).
+# Presets of docs/baselines.md §1.1 (in_channels / emb are set by the method).
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "xs": dict(channels=16, mults=(1, 2, 4), num_blocks=1, attn_res=(16,), groups=8, dropout=0.0),
     "s": dict(channels=32, mults=(1, 2, 2, 4), num_blocks=1, attn_res=(8,), groups=16, dropout=0.0),

@@ -230,7 +230,7 @@ def check_adversarial_recipe(ref: dict) -> None:
     assert dict(layer_weights) == options.pop("layer_weights")
     for key, value in options.items():
         assert arguments[key] == value, f"perceptual_opt.{key}: {arguments[key]!r} != {value!r}"
-    # V2 also feeds the sharpened GT to the teacher (diffir-reference.md §3.2); the flags name the rest
+    # V2 also feeds the sharpened GT to the teacher (docs/method.md §3.2); the flags name the rest
     assert set(cfg.gt_usm) - {"teacher"} == flags, f"{preset}: gt_usm={list(cfg.gt_usm)}, official {flags}"
 
 

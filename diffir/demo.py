@@ -21,6 +21,7 @@ from torchvision.utils import save_image
 from .checkpoint import load_model
 from .config import compose_config
 from .data import bicubic_upsample
+from .errors import UsageError
 from .evaluation.grids import comparison_grid, stack
 from .evaluation.report import markdown_table
 from .models import DiffIRS1
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for stage in (1, 2):
             cfg = compose_config([*overrides, f"stage={stage}"])
             summaries[stage] = train(cfg, suggest_next=False)  # the demo runs stage 2 itself
-    except RunSetupError as err:
+    except (RunSetupError, UsageError) as err:  # UsageError: a folder or checkpoint that cannot be written
         sys.exit(f"error: {err}")
     checkpoints = {
         STAGE1: Path(summaries[1]["last_checkpoint"]),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import UsageError
+from .errors import StorageError, UsageError
 
 log = logging.getLogger("diffir")
 
@@ -270,17 +270,24 @@ def read_mask(path: Path, size: tuple[int, int], image: Path | str) -> torch.Ten
     return (mask.amax(dim=1, keepdim=True) > 0).to(mask.dtype)
 
 
-def require_writable_dir(path: str | Path, option: str) -> Path:
-    """``path`` (expanded) if it is, or can be made, a folder: a regular file at it or above it is a
-    :class:`UsageError` naming that file and the option (``output=``, ``output_dir=``) to change."""
+def require_writable_dir(path: str | Path, option: str, value: str | Path | None = None) -> Path:
+    """``path`` (expanded) if it is, or can be made, a folder this process can write in: a regular file at it
+    or above it, or a nearest existing folder that refuses new files (read-only file system, no permission),
+    is a :class:`StorageError` naming that file or folder and the option (``output=``, ``output_dir=``,
+    ``paths.experiments_dir=``) to change; ``value`` is the option's value when ``path`` is a folder under it."""
     path = Path(path).expanduser()
-    for parent in (path, *path.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(
-                    f"{option}{path} cannot be a folder: {parent} is a file; choose another {option}"
-                )
-            break
+    given = f"{option}{path if value is None else value}"
+    existing = next(p for p in (path, *path.parents) if p.exists())  # "/" or "." at the latest
+    if not existing.is_dir():
+        raise StorageError(f"{given} cannot be a folder: {existing} is a file; choose another {option}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):  # what counts: can a file be made there (ro mounts, ACLs)
+            pass
+    except OSError as err:
+        reason = (err.strerror or type(err).__name__).lower()
+        raise StorageError(
+            f"{given}: cannot write in {existing} ({reason}); choose a writable folder with {option}<dir>"
+        ) from err
     return path
 
 

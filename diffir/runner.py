@@ -1,5 +1,6 @@
 """What the ``eval.py`` and ``infer.py`` runs share: the device, a checkpoint loaded as a ready model with
-user-facing errors, the tiling options checked before any image is processed, and the inpainting input.
+user-facing errors, the tiling options checked before any image is processed, and the inpainting input; and
+the check of the run folder that ``train.py`` and ``eval.py`` make before Hydra writes into it.
 
 Every problem the user can fix is a :class:`~diffir.errors.UsageError` (one ``error:`` line).
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import CheckpointError, load_model
 from .errors import UsageError
@@ -80,12 +81,23 @@ def require_stage2(model: DiffIRS1 | DiffIRS2, path: str | Path) -> DiffIRS2:
     return model
 
 
-class OutputDirCheck(Callback):
-    """A Hydra callback: an ``output_dir=`` that cannot be a folder (a regular file at or above it) stops
-    the run with one ``error:`` line before Hydra creates its run folder there (which ends in a traceback)."""
+class WritableDirCheck(Callback):
+    """A Hydra callback: a run folder that cannot be written (a regular file at or above it, a read-only file
+    system, no permission) stops the run with one ``error:`` line naming it and the option ``key`` to change,
+    before Hydra creates the folder and opens its log file there (which end in tracebacks: ``OSError``, or
+    ``ValueError: Unable to configure handler 'file'`` when the folder exists)."""
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def _check(self, folder: str, config: DictConfig) -> None:
         try:
-            require_writable_dir(config.output_dir, "output_dir=")
+            require_writable_dir(folder, f"{self.key}=", OmegaConf.select(config, self.key))
         except UsageError as err:
             sys.exit(f"error: {err}")
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, config)

@@ -31,6 +31,7 @@ from .checkpoint import (
     remove_partial_saves,
 )
 from .config import CONF_DIR, build_from_config, model_config
+from .io import require_writable_dir
 from .lit import Stage1Module, Stage2Module
 from .lit.pixel_diffusion import PixelDiffusionModule
 from .metrics import MissingWeightsError
@@ -484,6 +485,7 @@ def train(cfg: DictConfig, suggest_next: bool = True) -> dict[str, Any]:
     separate_multirun_jobs(cfg)
     check_settings(cfg)
     directory = run_dir(cfg)
+    require_writable_dir(directory, "paths.experiments_dir=", cfg.paths.experiments_dir)
     lock = RunLock(directory)
     if rank_zero_only.rank == 0:  # DDP: the launching process holds the folder for all its ranks
         try:

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,3 +93,105 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_earlier_
     checkpoints = tmp_path / "test" / "stage1" / "checkpoints"
     assert read_checkpoint(checkpoints / "last.ckpt")["global_step"] == 2
     assert not list(checkpoints.glob(".*.tmp")), "the partial save was left behind"
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The ``error:`` line a command ended with, checked to be its only complaint (no traceback)."""
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+def test_a_run_folder_under_a_regular_file_is_one_line(tmp_path, script):
+    """What stops anyone, root included, from writing there: the experiments folder placed under a file."""
+    (tmp_path / "file.txt").write_text("")
+    experiments = tmp_path / "file.txt" / "experiments"
+    given = ["task=sr", "stage=1", "debug=fast"] if script == "train.py" else ["method=bicubic", "task=sr"]
+    line = one_error_line(run_cli(script, *given, f"paths.experiments_dir={experiments}"))
+    option = "paths.experiments_dir=" if script == "train.py" else "output_dir="
+    assert line.startswith(f"error: {option}{experiments}")
+    assert line.endswith(f"cannot be a folder: {tmp_path / 'file.txt'} is a file; choose another {option}")
+
+
+def fake_run(run_dir: Path) -> None:
+    """A run folder as a finished run leaves it (what ``resume=auto`` continues)."""
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.ckpt").write_bytes(b"not read: the folder is refused first")
+
+
+def permissions_bind() -> bool:
+    """Whether a folder without write permission refuses this process's files (not for root, which may
+    write anywhere, unless it runs without the capability to override permissions)."""
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o555)
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except PermissionError:
+            return True
+        finally:
+            os.chmod(folder, 0o755)
+    return False
+
+
+@pytest.mark.skipif(not permissions_bind(), reason="root writes in read-only folders: see the simulated case")
+@pytest.mark.parametrize("case", ["new run", "resume", "eval"])
+def test_a_read_only_experiments_folder_is_one_line(tmp_path, case):
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    if case == "resume":
+        fake_run(experiments / "t" / "stage1")
+    folders = [experiments, *(p for p in experiments.rglob("*") if p.is_dir())]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        if case == "eval":
+            proc = run_cli("eval.py", "method=bicubic", "task=sr", f"paths.experiments_dir={experiments}")
+        else:
+            resume = ["resume=auto"] if case == "resume" else []
+            proc = run_cli(
+                "train.py", "task=sr", "stage=1", "debug=fast", f"paths.experiments_dir={experiments}", "name=t",
+                *resume,
+            )  # fmt: skip
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    line = one_error_line(proc)
+    option = "output_dir=" if case == "eval" else "paths.experiments_dir="
+    refused = experiments / "t" / "stage1" if case == "resume" else experiments
+    assert (
+        f": cannot write in {refused} (permission denied); choose a writable folder with {option}<dir>"
+        in line
+    )
+
+
+@pytest.mark.parametrize("case", ["new run", "resume"])
+def test_a_read_only_experiments_folder_stops_train_before_anything_is_written(tmp_path, monkeypatch, case):
+    """The same check from Python (``diffir.training.train``), with a read-only file system simulated: root,
+    who runs these tests in some containers, may write in folders whatever their permissions."""
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    if case == "resume":
+        fake_run(experiments / "test" / "stage1")
+    real = tempfile.TemporaryFile
+
+    def read_only(*args: object, dir: str | Path, **kwargs: object) -> object:  # noqa: A002 - tempfile's name
+        if Path(dir).is_relative_to(experiments):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    resume = ["resume=auto"] if case == "resume" else []
+    cfg = compose_config(
+        [*overrides(experiments.parent, "sr", 1, 2, *resume), f"paths.experiments_dir={experiments}"]
+    )
+    with pytest.raises(StorageError) as err:
+        train(cfg)
+    refused = experiments / "test" / "stage1" if case == "resume" else experiments
+    assert str(err.value) == (
+        f"paths.experiments_dir={experiments}: cannot write in {refused} (read-only file system); "
+        "choose a writable folder with paths.experiments_dir=<dir>"
+    )
+    assert not list(experiments.rglob(".lock")) and not list(experiments.rglob("config.yaml"))

@@ -7,6 +7,7 @@ import errno
 import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from test_eval_infer import eval_cfg, infer_cfg
 from test_training import overrides
 
 from diffir.callbacks import StepProgressBar, format_metric
@@ -195,3 +197,50 @@ def test_a_read_only_experiments_folder_stops_train_before_anything_is_written(t
         "choose a writable folder with paths.experiments_dir=<dir>"
     )
     assert not list(experiments.rglob(".lock")) and not list(experiments.rglob("config.yaml"))
+
+
+HELP_KEYS = {
+    "train.py": ["task", "stage", "data", "model", "experiment", "debug", "name", "resume", "ckpt_path",
+                 "trainer.devices", "logger", "paths.experiments_dir"],
+    "eval.py": ["ckpt", "method", "task", "data", "metrics", "output_dir", "tile", "device"],
+    "infer.py": ["ckpt", "input", "output", "mask", "tile", "device", "seed"],
+}  # fmt: skip
+COMPOSE = {"train.py": lambda *o: compose_config(list(o)), "eval.py": eval_cfg, "infer.py": infer_cfg}
+
+
+def section(text: str, title: str) -> list[str]:
+    """The lines of the help page's section ``title`` (up to the next blank line)."""
+    lines = text.splitlines()
+    start = lines.index(title) + 1
+    return lines[start : lines.index("", start)]
+
+
+def settings(line: str) -> list[tuple[str, list[str]]]:
+    """The ``key=value`` of a help line, each value split into its options (``a|b``; ``<dir>`` becomes 1)."""
+    found = re.findall(r"(?<![\w.<\[])([a-z_][\w.]*)=(\S+)", line)
+    return [
+        (key, [re.sub(r"^<.*>$", "1", v) for v in value.rstrip("):,").split("|")]) for key, value in found
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", list(HELP_KEYS))
+def test_help_is_a_short_page_of_keys_and_examples_that_exist(script):
+    proc = run_cli(script, "--help")
+    assert proc.returncode == 0, proc.stderr
+    page = proc.stdout
+    assert len(page.splitlines()) < 60, "Hydra's default page (the whole config) is back"
+    assert "README" in page and "== Config ==" not in page
+    keys = [settings(line) for line in section(page, "The keys people set:")]
+    assert set(HELP_KEYS[script]) <= {key for line in keys for key, _ in line}
+    compose = COMPOSE[script]
+    for line in keys:  # every key and option of the page composes (an unknown one fails): the page cannot rot
+        for i, (_, options) in enumerate(line):
+            for option in options:
+                compose(*(f"{k}={option if j == i else o[0]}" for j, (k, o) in enumerate(line)))
+    examples = section(page, "Examples:")
+    assert len(examples) == 3
+    for example in examples:
+        command = shlex.split(example.split("#")[0])
+        assert command[:2] == ["python", script]
+        compose(*command[2:])

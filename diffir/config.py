@@ -68,8 +68,18 @@ def _stage_section(stage: int, *, _root_: DictConfig) -> DictConfig:
     return _root_[f"stage{stage}"]
 
 
+def _held_out(root: str, val_root: str, validate_on_train: bool, val_images: int) -> int:
+    """``data=folder``: how many of ``data.root``'s images validation holds out of training: ``val_images``
+    when it validates on that same folder, none when ``data.val_root`` is another folder or
+    ``data.validate_on_train=true`` asks for the training images themselves."""
+    same = Path(root).expanduser().resolve() == Path(val_root).expanduser().resolve()
+    return int(val_images) if same and not validate_on_train else 0
+
+
 if not OmegaConf.has_resolver("stage_section"):
     OmegaConf.register_new_resolver("stage_section", _stage_section)
+if not OmegaConf.has_resolver("held_out"):
+    OmegaConf.register_new_resolver("held_out", _held_out)
 
 
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:

@@ -300,7 +300,46 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
         ) from err
     except (OSError, ValueError) as err:  # unreadable files, mismatched pairs, images smaller than the patch
         raise RunSetupError(f"dataset '{cfg.data.name}': {err}") from err
+    if rank_zero_only.rank == 0:
+        report_data_choices(cfg, datamodule.train_set, datamodule.val_set)
     return datamodule
+
+
+def report_data_choices(cfg: DictConfig, train_set: Any, val_set: Any) -> None:
+    """Say once, in one line each, what a small dataset makes the run do that it would otherwise do silently:
+    reflect-pad training images smaller than the patch, and validate on training images (whose scores show
+    how well they are fitted, not how the model does on new images)."""
+    sources = getattr(train_set, "sources", [])
+    patches = [
+        getattr(train_set, "patch_size", None),
+        *((cfg.run.get("progressive") or {}).get("patch_sizes") or []),
+    ]
+    patch = max((p for p in patches if p), default=None)
+    small = [s for s in sources if patch and min(s.size) < patch]
+    if small:
+        section = "baseline" if is_baseline(cfg) else f"stage{cfg.stage}"
+        key = "gt_crop" if cfg.get("gt_crop") == patch else f"{section}.patch_size"
+        examples = ", ".join(f"{s.name} {s.size[0]}x{s.size[1]}" for s in small[:3])
+        log.warning(
+            "%d of the %d training images are smaller than the %dx%d training patch (%s%s): they are "
+            "reflect-padded up to it; use larger images or a smaller %s",
+            len(small),
+            len(sources),
+            patch,
+            patch,
+            examples,
+            ", ..." if len(small) > 3 else "",
+            key,
+        )
+    trained = {s.path.resolve() for s in sources}
+    shared = [s for s in getattr(val_set, "sources", []) if s.path.resolve() in trained]
+    if shared:
+        log.warning(
+            "validation uses %d training image(s)%s: its scores show how well they are fitted, not how the "
+            "model does on new images; data.val_root=<dir> validates on other images",
+            len(shared),
+            " (data.validate_on_train=true)" if cfg.data.get("validate_on_train") else "",
+        )
 
 
 def is_baseline(cfg: DictConfig) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import re
 import shlex
@@ -14,9 +15,11 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from PIL import Image
 from test_eval_infer import eval_cfg, infer_cfg
 from test_training import overrides
 
@@ -24,7 +27,7 @@ from diffir.callbacks import StepProgressBar, format_metric
 from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
 from diffir.errors import StorageError
-from diffir.training import train
+from diffir.training import RunSetupError, build_datamodule, train
 
 REPO = Path(__file__).resolve().parents[1]
 NOISE = ("litlogger", "LeafSpec", "anonymous setting", "Images sizes do not match", "logging interval")
@@ -244,3 +247,44 @@ def test_help_is_a_short_page_of_keys_and_examples_that_exist(script):
         command = shlex.split(example.split("#")[0])
         assert command[:2] == ["python", script]
         compose(*command[2:])
+
+
+def tiny_folder(folder: Path, sizes: list[tuple[int, int]]) -> Path:
+    folder.mkdir()
+    for i, (height, width) in enumerate(sizes):
+        Image.fromarray(np.full((height, width, 3), 60 * i, np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_a_tiny_training_set_is_padded_and_validated_on_held_out_images_with_a_word_each(tmp_path, caplog):
+    folder = tiny_folder(tmp_path / "photos", [(20, 24), (28, 36), (40, 40)])
+    with caplog.at_level(logging.INFO, logger="diffir"):
+        data = build_datamodule(
+            compose_config(overrides(tmp_path, "sr", 1, 2, "data=folder", f"data.root={folder}"))
+        )
+    trained, validated = ({s.name for s in d.sources} for d in (data.train_set, data.val_set))
+    assert len(validated) == 1 and len(trained) == 2 and not trained & validated
+    padded = [r.getMessage() for r in caplog.records if "reflect-padded" in r.getMessage()]
+    assert len(padded) == 1, "one line for the run, not one per image"
+    assert padded[0].startswith("1 of the 2 training images are smaller than the 32x32 training patch")
+    assert padded[0].endswith("use larger images or a smaller stage1.patch_size")
+    assert f"validating on 1 of the 3 images of {folder}, held out of training" in caplog.text
+    assert "validation uses" not in caplog.text
+
+
+def test_a_single_image_leaves_nothing_to_validate_on_unless_asked(tmp_path, caplog):
+    folder = tiny_folder(tmp_path / "photos", [(40, 40)])
+    given = overrides(tmp_path, "sr", 1, 2, "data=folder", f"data.root={folder}")
+    with pytest.raises(
+        RunSetupError,
+        match=r"has 1 image: nothing is left to validate on once it is trained on; give validation images with "
+        r"data\.val_root=<dir>, or validate on the training image with data\.validate_on_train=true",
+    ):
+        build_datamodule(compose_config(given))
+    with caplog.at_level(logging.WARNING, logger="diffir"):
+        data = build_datamodule(compose_config([*given, "data.validate_on_train=true"]))
+    assert [s.name for s in data.val_set.sources] == [s.name for s in data.train_set.sources] == ["img0"]
+    (said,) = [r.getMessage() for r in caplog.records if "validation uses" in r.getMessage()]
+    assert said.startswith(
+        "validation uses 1 training image(s) (data.validate_on_train=true): its scores show"
+    )

@@ -305,6 +305,24 @@ def scan_images(
     return root, sources
 
 
+def held_out(
+    sources: Sequence[ImageSource], count: int, split: Literal["train", "val"], root: Path
+) -> list[ImageSource]:
+    """The ``split`` of ``sources`` when validation holds out ``count`` of them (at most a tenth, at least
+    one), chosen by a hash of their names: the same images in every run and in both datasets, whatever the
+    listing order. A single image leaves nothing to train on once held out: a ``ValueError`` saying what to set.
+    """
+    if len(sources) < 2:
+        raise ValueError(
+            f"{root} has {len(sources)} image: nothing is left to validate on once it is trained on; give "
+            "validation images with data.val_root=<dir>, or validate on the training image with "
+            "data.validate_on_train=true"
+        )
+    ranked = sorted(sources, key=lambda s: (zlib.crc32(s.name.encode()), s.name))
+    kept = {s.name for s in ranked[: max(1, min(count, len(sources) // 10))]}
+    return [s for s in sources if (s.name in kept) == (split == "val")]
+
+
 class FolderDataset(RestorationDataset):
     """All images in a folder tree (png/jpg/jpeg/webp/bmp/tif/tiff), checked at construction.
 
@@ -312,7 +330,9 @@ class FolderDataset(RestorationDataset):
     ``verify_files`` also decodes every file once (remembered by path, size and time: later runs decode only
     new or changed files), which finds damage inside files whose end is intact (see data/README.md).
     Unreadable or truncated files raise one error naming all of them, or are skipped with a warning when
-    ``skip_bad_files``. See ``RestorationDataset`` for the other arguments.
+    ``skip_bad_files``. ``hold_out=N`` splits the folder for training and validation (:func:`held_out`):
+    ``split="val"`` is N of its images (at most a tenth), ``split="train"`` the others. See
+    ``RestorationDataset`` for the other arguments.
     """
 
     def __init__(
@@ -321,9 +341,22 @@ class FolderDataset(RestorationDataset):
         degradation: Degradation,
         skip_bad_files: bool = False,
         verify_files: bool = False,
+        hold_out: int = 0,
+        split: Literal["train", "val"] = "train",
         **kwargs: Any,
     ) -> None:
         self.root, sources = scan_images(root, verify_files, skip_bad_files)
+        if hold_out:
+            everything = len(sources)
+            sources = held_out(sources, hold_out, split, self.root)
+            if split == "val":
+                log.info(
+                    "validating on %d of the %d images of %s, held out of training (data.val_root=<dir> "
+                    "validates on other images)",
+                    len(sources),
+                    everything,
+                    self.root,
+                )
         super().__init__(sources, degradation, **kwargs)
 
 

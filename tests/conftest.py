@@ -13,6 +13,12 @@ SHARED = Path(os.environ.get("DIFFIR_SHARED", REPO.parent / "shared"))
 
 os.environ.setdefault("WANDB_MODE", "offline")
 
+# Under pytest-xdist (make test: one worker per core) each worker, and every process a test starts, computes on
+# one thread: two workers each running a thread per core would oversubscribe the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 # The modules whose results depend on float summation order (parity with the official code, the fast paths
 # against the default formulation, metrics, losses, resampling, degradations): marked ``numerics``, so that
 # ``make test`` repeats them with ATEN_CPU_CAPABILITY=default, what a CPU without AVX2 computes.
@@ -37,6 +43,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.module is not None and item.module.__name__ in NUMERICAL_MODULES:
             item.add_marker(pytest.mark.numerics)
+    # The end-to-end (slow) tests first, in their module order: under xdist a long test that starts last
+    # leaves the other core idle while it runs.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def shared_path(env_var: str, default: Path, what: str) -> Path:

@@ -55,7 +55,11 @@ def test_two_processes_report_the_metrics_of_one_over_the_same_images(tmp_path):
     single = MetricSuite(["psnr", "ssim"])
     single.update(pred, gt)
     expected = single.compute()
-    mp.spawn(_score_shard, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    # forked, not spawned: the children inherit the imported modules instead of importing torch again (as
+    # DataLoader workers do, they compute on one thread)
+    mp.start_processes(
+        _score_shard, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="fork"
+    )
     results = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
     for name in ("psnr", "ssim"):
         for result in results:

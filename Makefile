@@ -22,9 +22,15 @@ PYTEST := WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m pytest
 # one process (their torch ops use both cores): 95 s there, 132 s with two workers.
 PARALLEL := -n auto --dist worksteal
 
-test: setup  # the full suite, as CI runs it, then the numerical tests again as a CPU without AVX2 computes
-	$(PYTEST) $(PARALLEL)
-	$(MAKE) --no-print-directory test-other-cpu
+# make test: the full suite, as CI runs it, and beside it (one thread, using the cores the suite leaves idle
+# while its tests wait on processes they started) the numerical tests again as a CPU without AVX2 computes;
+# that run's report follows the suite's. Fails if either fails.
+test: setup
+	@OMP_NUM_THREADS=1 $(MAKE) --no-print-directory test-other-cpu > .test-other-cpu.log 2>&1 & other=$$!; \
+	$(PYTEST) $(PARALLEL); suite=$$?; \
+	wait $$other; cpu=$$?; \
+	echo "--- make test-other-cpu (run beside the suite):"; cat .test-other-cpu.log; rm -f .test-other-cpu.log; \
+	exit $$(( suite || cpu ))
 
 test-other-cpu: setup  # summation-order dependence fails here, not on a user's machine with another CPU
 	ATEN_CPU_CAPABILITY=default $(PYTEST) -m "numerics and not slow" --durations=5

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -17,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
+from scripts import run_script
 
 from diffir.checkpoint import atomic_save, model_record
 from diffir.config import CONF_DIR, model_config, model_preset
@@ -163,11 +161,11 @@ def test_bicubic_on_set5_matches_the_published_baseline(benchmarks_dir, tmp_path
 
 
 def test_eval_cli_smoke(benchmarks_dir, tmp_path):
-    """The real command line: Hydra's parsing of data=/paths. overrides, the printed table, exit code 0."""
-    proc = subprocess.run(
-        [sys.executable, "eval.py", "method=bicubic", "task=sr", "scale=4", "data=set5",
-         f"paths.benchmarks_dir={benchmarks_dir}", f"output_dir={tmp_path}", "grids=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    """The real command line, started as a user does (a new interpreter): Hydra's parsing of data=/paths.
+    overrides, the printed table, exit code 0."""
+    proc = run_script(
+        "eval.py", "method=bicubic", "task=sr", "scale=4", "data=set5", f"paths.benchmarks_dir={benchmarks_dir}",
+        f"output_dir={tmp_path}", "grids=1", timeout=120, fresh=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "| bicubic | 28.43 | 0.8111 |" in proc.stdout
@@ -358,10 +356,7 @@ def test_eval_and_infer_refuse_an_output_path_under_a_file(ckpts, inputs, photos
     with pytest.raises(UsageError, match=r"output=.*results\.txt/sr cannot be a folder"):
         infer(infer_cfg(f"ckpt={ckpts['sr']}", f"input={inputs}", f"output={blocker / 'sr'}"))
     # the command line: Hydra would create its run folder there first; one error line instead of a traceback
-    proc = subprocess.run(
-        [sys.executable, "eval.py", "method=bicubic", "task=sr", f"output_dir={blocker / 'eval'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    proc = run_script("eval.py", "method=bicubic", "task=sr", f"output_dir={blocker / 'eval'}", timeout=120)
     expected = f"error: output_dir={blocker / 'eval'} cannot be a folder: {blocker} is a file; choose another"
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [f"{expected} output_dir="]
 

@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +19,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from PIL import Image
+from scripts import run_script
 from test_eval_infer import eval_cfg, infer_cfg
 from test_training import overrides
 
@@ -33,16 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 NOISE = ("litlogger", "LeafSpec", "anonymous setting", "Images sizes do not match", "logging interval")
 
 
-def run_cli(script: str, *args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess:
+def run_cli(script: str, *args: str, cwd: Path = REPO, fresh: bool = False, **env: str):
     """``python <script> <args>`` from ``cwd`` (one thread): its exit status and everything it printed."""
-    return subprocess.run(
-        [sys.executable, str(REPO / script), *args],
-        cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_script(script, *args, cwd=cwd, env=env, fresh=fresh)
 
 
 def test_the_progress_bar_shows_metrics_as_precisely_as_the_summary():
@@ -60,10 +53,21 @@ def test_a_run_prints_no_third_party_noise_and_its_checkpoints_alike(tmp_path):
     mismatched image sizes (validation panels of photos of different sizes), Lightning's logging interval in
     debug=fast; the best checkpoint printed absolute beside a relative last one."""
     proc = run_cli(
-        "train.py", "task=sr", "stage=1", "debug=fast", "logger=wandb", "stage1.max_steps=2",
-        "data.val_center_crop=null", "paths.experiments_dir=exp", "name=t", "trainer.enable_progress_bar=false",
-        cwd=tmp_path, WANDB_MODE="offline", WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
-    )  # fmt: skip
+        "train.py",
+        "task=sr",
+        "stage=1",
+        "debug=fast",
+        "logger=wandb",
+        "stage1.max_steps=2",
+        "data.val_center_crop=null",
+        "paths.experiments_dir=exp",
+        "name=t",
+        "trainer.enable_progress_bar=false",
+        cwd=tmp_path,
+        fresh=True,
+        WANDB_MODE="offline",
+        WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+    )  # fmt: skip  (fresh: the import-time warnings are part of what it prints)
     printed = proc.stdout + proc.stderr
     assert proc.returncode == 0, printed[-3000:]
     for noise in NOISE:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,12 +14,12 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 from numerics import assert_float32_close
+from scripts import run_script
 
 from diffir.checkpoint import read_checkpoint
 from diffir.metrics import MetricSuite
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 def images(n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,14 +107,7 @@ def tiny(experiments: Path, *extra: str, steps: int = 2) -> list[str]:
 
 
 def train_py(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc = run_script("train.py", *args, env={"WANDB_MODE": "offline"}, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -127,44 +118,35 @@ def logged(run_dir: Path, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory) -> Path:
-    """A 2-process ``trainer=ddp_cpu`` run of 4 steps, validating and checkpointing at steps 2 and 4."""
-    root = tmp_path_factory.mktemp("ddp")
-    train_py(*tiny(root / "full", "trainer=ddp_cpu", steps=4), "stage1.val_every=2")
-    return root
-
-
 @pytest.mark.slow
-def test_ddp_cpu_run_resumes_exactly(ddp_run):
-    """A second 2-process run resumed from the first's step-2 checkpoint ends with the same weights."""
-    checkpoints = ddp_run / "full" / "t" / "stage1" / "checkpoints"
+def test_ddp_cpu_run_resumes_exactly_and_validates_as_one_process(tmp_path):
+    """A 2-process ``trainer=ddp_cpu`` run of 4 steps (validating and checkpointing at steps 2 and 4):
+    a second 2-process run resumed from its step-2 checkpoint ends with the same weights, and the PSNR the 2
+    processes logged (each validating half the images) is what 1 process measures on the same weights.
+    (One test: under xdist a module fixture would run the first DDP run once per worker.)"""
+    train_py(*tiny(tmp_path / "full", "trainer=ddp_cpu", steps=4), "stage1.val_every=2")
+    run_dir = tmp_path / "full" / "t" / "stage1"
+    checkpoints = run_dir / "checkpoints"
     resume = f"ckpt_path={checkpoints / 'step0000002.ckpt'}"
-    train_py(*tiny(ddp_run / "resumed", "trainer=ddp_cpu", resume, steps=4), "stage1.val_every=2")
+    train_py(*tiny(tmp_path / "resumed", "trainer=ddp_cpu", resume, steps=4), "stage1.val_every=2")
     full = read_checkpoint(checkpoints / "last.ckpt")
-    resumed = read_checkpoint(ddp_run / "resumed" / "t" / "stage1" / "checkpoints" / "last.ckpt")
+    resumed = read_checkpoint(tmp_path / "resumed" / "t" / "stage1" / "checkpoints" / "last.ckpt")
     assert full["global_step"] == resumed["global_step"] == 4
     for key, value in full["state_dict"].items():  # the same steps on the same batches, same CPU kind
         assert_float32_close(resumed["state_dict"][key], value, terms=64, msg=key)
 
-
-@pytest.mark.slow
-def test_ddp_cpu_validation_reports_the_psnr_of_one_process(ddp_run, tmp_path):
-    """The PSNR the 2 processes logged (each validating half the images) is what 1 process measures on the
-    same weights."""
     from diffir.config import compose_config
     from diffir.training import build_datamodule, build_module, build_trainer
 
-    run_dir = ddp_run / "full" / "t" / "stage1"
     logged_psnr = logged(run_dir, "val/psnr")
     assert len(logged_psnr) == 2
-    cfg = compose_config(tiny(tmp_path, "trainer=cpu", "logger=none", steps=4))
+    cfg = compose_config(tiny(tmp_path / "one", "trainer=cpu", "logger=none", steps=4))
     for step, expected in zip((2, 4), logged_psnr, strict=True):
         trainer = build_trainer(cfg)
         (result,) = trainer.validate(
             build_module(cfg),
             datamodule=build_datamodule(cfg),
-            ckpt_path=run_dir / "checkpoints" / f"step{step:07d}.ckpt",
+            ckpt_path=checkpoints / f"step{step:07d}.ckpt",
             verbose=False,
         )
         assert result["val/psnr"] == pytest.approx(expected, abs=1e-5), step

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from numerics import assert_float32_close, float32_tolerance
+from scripts import run_script
 
 from diffir.checkpoint import read_checkpoint
 from diffir.config import CONF_DIR, compose_config
@@ -239,16 +240,9 @@ def test_every_experiment_composes_and_runs_a_step(tmp_path, experiment):
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     """A run killed with SIGKILL at step 7 (after the step-6 checkpoint) resumes and ends with the same
     weights (same CPU kind: the random stream of a resumed run is the uninterrupted one's)."""
-    base = [
-        sys.executable,
-        str(REPO / "train.py"),
-        *overrides(tmp_path / "x", "sr", 1, 12),
-        "stage1.val_every=3",
-    ]
     uninterrupted = run(tmp_path / "ref", "sr", 1, 12, "stage1.val_every=3")
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
     kill = ["+callbacks.kill._target_=kill_at_step.KillAtStep", "+callbacks.kill.step=7"]
-    killed = subprocess.run([*base, *kill], cwd=REPO, env=env, capture_output=True, text=True)
+    killed = run_script("train.py", *overrides(tmp_path / "x", "sr", 1, 12), "stage1.val_every=3", *kill)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     ckpt_dir = tmp_path / "x" / "test" / "stage1" / "checkpoints"
     assert read_checkpoint(ckpt_dir / "last.ckpt")["global_step"] == 6, "last.ckpt is not the step-6 one"
@@ -420,13 +414,7 @@ def test_a_model_size_mismatch_is_summarised_not_listed():
 
 
 def test_the_nan_stop_is_one_line_from_the_command_and_names_no_missing_folder(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *overrides(tmp_path, "sr", 1, 2, "losses.l1.weight=nan")],
-        cwd=REPO,
-        env={**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-    )
+    proc = run_script("train.py", *overrides(tmp_path, "sr", 1, 2, "losses.l1.weight=nan"))
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -36,7 +36,6 @@ import skimage.data
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from diffir.config import model_preset
 from diffir.data import (
     FolderDataset,
     InpaintingDegradation,
@@ -47,6 +46,7 @@ from diffir.data import (
     lama_mask_generator,
 )
 from diffir.data.sampler import StepBatchSampler
+from diffir.model_config import model_preset
 from diffir.models import build_model
 
 

@@ -33,7 +33,7 @@ import skimage.data
 import torch
 
 from diffir.checkpoint import load_model
-from diffir.config import model_preset
+from diffir.model_config import model_preset
 from diffir.models import build_model
 from diffir.restoration import restore, restore_tiled, start_noise
 

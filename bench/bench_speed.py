@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.official_formulation import official_formulation
-from diffir.config import model_preset
 from diffir.lit.base import RestorationModule
+from diffir.model_config import model_preset
 from diffir.models import DiffIRS2, build_model, set_channels_last
 from diffir.speed import compile_model, compile_seconds, set_checkpointing
 from diffir.summary import summarize

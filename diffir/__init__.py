@@ -7,7 +7,7 @@ seed=)``, ``diffir.build_model(task, stage, scale, **diffir.model_preset(task, p
 __version__ = "0.1.0"
 
 from .api import load, restore
-from .config import model_preset
+from .model_config import model_preset
 from .models import build_model
 
 __all__ = ["build_model", "load", "model_preset", "restore"]

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from .config import build_from_config
 from .io import atomic_writer
+from .model_config import build_from_config
 from .models import DiffIRS1, DiffIRS2
 
 FORMAT = "diffir-model"

@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from .checkpoint import CheckpointError
-from .config import CONF_DIR
+from .config import CONF_DIR  # importing diffir.config registers the resolvers the configs use
 from .errors import UsageError
 from .evaluation import evaluate as run_evaluation
 from .lit import NonFiniteLossError

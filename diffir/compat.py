@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .checkpoint import FORMAT, CheckpointError, read_checkpoint
-from .config import model_config, model_preset
+from .model_config import model_config, model_preset
 from .models import DiffIRS1, DiffIRS2, IPRDiffusion, build_model
 
 DUPLICATE_PREFIXES = {"diffusion.model.": "denoise.", "diffusion.condition.": "condition."}

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import build_from_config, compose_config, model_config
+from .config import compose_config
+from .model_config import build_from_config, model_config
 from .models import DMTA, DiffIRS1, DiffIRS2, SRHead
 
 COMPONENT_NAMES = {

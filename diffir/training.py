@@ -30,11 +30,11 @@ from .checkpoint import (
     read_checkpoint,
     remove_partial_saves,
 )
-from .config import CONF_DIR, build_from_config, model_config
 from .io import require_writable_dir
 from .lit import Stage1Module, Stage2Module
 from .lit.pixel_diffusion import PixelDiffusionModule
 from .metrics import MissingWeightsError
+from .model_config import CONF_DIR, build_from_config, model_config
 from .models import DiffIRS1, DiffIRS2
 from .models.dirformer import SR_SCALES
 from .noise import quiet

@@ -11,7 +11,8 @@ from numerics import assert_float32_close, float32_tolerance
 from test_training import overrides, weights
 
 from diffir.checkpoint import atomic_save, model_record, read_checkpoint
-from diffir.config import build_from_config, compose_config, model_config
+from diffir.config import compose_config
+from diffir.model_config import build_from_config, model_config
 from diffir.training import RunSetupError, build_datamodule, build_module, train
 
 # A random VGG19 for the perceptual loss (warned) and a small U-Net discriminator.

@@ -14,10 +14,11 @@ from numerics import assert_float32_close
 from PIL import Image
 
 from diffir.checkpoint import atomic_save, load_model, model_record, read_checkpoint
-from diffir.config import CONF_DIR, compose_config
+from diffir.config import compose_config
 from diffir.diffusion import SR3, Blur, ConditionalDDPM, DDPMPrior, task_operator
 from diffir.errors import UsageError
 from diffir.evaluation import evaluate
+from diffir.model_config import CONF_DIR
 from diffir.restore_files import infer
 from diffir.training import RunSetupError, train
 

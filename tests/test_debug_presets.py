@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from diffir.config import CONF_DIR, compose_config
+from diffir.config import compose_config
+from diffir.model_config import CONF_DIR
 from diffir.training import train
 
 DEBUG_PRESETS = sorted(p.stem for p in (CONF_DIR / "debug").glob("*.yaml"))

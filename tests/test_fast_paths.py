@@ -12,8 +12,8 @@ import torch
 from numerics import assert_float32_close, assert_within_relative, float32_tolerance
 
 from bench.official_formulation import OfficialLayerNorm, official_formulation
-from diffir.config import model_preset
 from diffir.lit.base import RestorationModule
+from diffir.model_config import model_preset
 from diffir.models import CPEN, DMTA, DIRformer, SRHead, build_model, set_channels_last, set_composed
 from diffir.models.blocks import Conv1x1, LayerNorm, conv1x1
 from diffir.summary import summarize

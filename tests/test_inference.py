@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from numerics import assert_float32_close, float32_tolerance
 from torch import nn
 
-from diffir.config import model_preset
 from diffir.data import bicubic_downsample
+from diffir.model_config import model_preset
 from diffir.models import DiffIRS2, build_model
 from diffir.restoration import estimate_prior, restore, restore_tiled, start_noise, tile_starts
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffir.config import model_preset
+from diffir.model_config import model_preset
 from diffir.models import DiffIRS1, DiffIRS2, IPRDiffusion, build_model
 from diffir.restoration import restore
 

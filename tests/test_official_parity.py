@@ -123,7 +123,7 @@ def _task_of(name: str) -> str:
 def test_paper_configuration_matches_official(name, config, stage):
     """The paper preset has exactly the official parameter count and every official key maps with its shape."""
     from diffir.compat import map_official_keys
-    from diffir.config import model_preset
+    from diffir.model_config import model_preset
     from diffir.models import IPRDiffusion, build_model
 
     task, kwargs = _task_of(name), dict(config["official_kwargs"])

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from diffir.config import CONF_DIR
+from diffir.config import CONF_DIR  # diffir.config registers the resolvers the configs use
 
 
 def presets(group: str) -> list[str]:

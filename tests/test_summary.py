@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from diffir.config import build_from_config, model_config, model_preset
+from diffir.model_config import build_from_config, model_config, model_preset
 from diffir.models import SRHead
 from diffir.summary import example_inputs, format_table, main, summarize
 

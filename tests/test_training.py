@@ -15,8 +15,9 @@ from numerics import assert_float32_close, float32_tolerance
 from scripts import run_script
 
 from diffir.checkpoint import read_checkpoint
-from diffir.config import CONF_DIR, compose_config
+from diffir.config import compose_config
 from diffir.lit import NonFiniteLossError, Stage2Module
+from diffir.model_config import CONF_DIR
 from diffir.training import RunSetupError, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -393,7 +394,7 @@ def test_resuming_a_checkpoint_of_another_model_size_names_the_setting(tmp_path)
 
 def test_a_model_size_mismatch_is_summarised_not_listed():
     from diffir.checkpoint import load_error_summary
-    from diffir.config import build_from_config, model_config, model_preset
+    from diffir.model_config import build_from_config, model_config, model_preset
 
     tiny, small = (
         build_from_config(model_config("sr", 1, 4, model_preset("sr", p))) for p in ("tiny", "small")

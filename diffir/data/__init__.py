@@ -1,45 +1,55 @@
-"""Data: MATLAB bicubic resizing, synthetic degradations, LaMa masks, datasets and the DataModule."""
+"""Data: MATLAB bicubic resizing, synthetic degradations, LaMa masks, datasets and the DataModule.
 
-from diffir.data.datamodule import RestorationDataModule
-from diffir.data.datasets import (
-    FolderDataset,
-    ImageSource,
-    RestorationDataset,
-    SamplesDataset,
-)
-from diffir.data.degradations import (
-    CleanCrop,
-    Degradation,
-    InpaintingDegradation,
-    MotionBlurDegradation,
-    SRDegradation,
-    apply_kernel,
-    quantize,
-    random_motion_kernel,
-)
-from diffir.data.imresize import bicubic_downsample, bicubic_upsample, imresize, mod_crop
-from diffir.data.masks import (
-    BoxMaskGenerator,
-    IrregularMaskGenerator,
-    MixedMaskGenerator,
-    box_mask,
-    irregular_mask,
-    lama_mask_generator,
-)
-from diffir.data.paired import PairedFolderDataset
-from diffir.data.realesrgan import (
-    DiffJPEG,
-    RealESRGANDegradation,
-    USMSharp,
-    add_gaussian_noise,
-    add_poisson_noise,
-    bivariate_gaussian_kernel,
-    circular_lowpass_kernel,
-    filter2d,
-    generalized_gaussian_kernel,
-    plateau_kernel,
-)
-from diffir.io import load_image
+The names below are imported on first use (``from diffir.data import SRDegradation`` works as usual): the
+DataModule needs Lightning and the Real-ESRGAN pipeline torchvision, which restoring an image does not.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "FolderDataset": "diffir.data.datasets",
+    "ImageSource": "diffir.data.datasets",
+    "RestorationDataset": "diffir.data.datasets",
+    "SamplesDataset": "diffir.data.datasets",
+    "CleanCrop": "diffir.data.degradations",
+    "Degradation": "diffir.data.degradations",
+    "InpaintingDegradation": "diffir.data.degradations",
+    "MotionBlurDegradation": "diffir.data.degradations",
+    "SRDegradation": "diffir.data.degradations",
+    "apply_kernel": "diffir.data.degradations",
+    "quantize": "diffir.data.degradations",
+    "random_motion_kernel": "diffir.data.degradations",
+    "bicubic_downsample": "diffir.data.imresize",
+    "bicubic_upsample": "diffir.data.imresize",
+    "imresize": "diffir.data.imresize",
+    "mod_crop": "diffir.data.imresize",
+    "BoxMaskGenerator": "diffir.data.masks",
+    "IrregularMaskGenerator": "diffir.data.masks",
+    "MixedMaskGenerator": "diffir.data.masks",
+    "box_mask": "diffir.data.masks",
+    "irregular_mask": "diffir.data.masks",
+    "lama_mask_generator": "diffir.data.masks",
+    "PairedFolderDataset": "diffir.data.paired",
+    "DiffJPEG": "diffir.data.realesrgan",
+    "RealESRGANDegradation": "diffir.data.realesrgan",
+    "USMSharp": "diffir.data.realesrgan",
+    "add_gaussian_noise": "diffir.data.realesrgan",
+    "add_poisson_noise": "diffir.data.realesrgan",
+    "bivariate_gaussian_kernel": "diffir.data.realesrgan",
+    "circular_lowpass_kernel": "diffir.data.realesrgan",
+    "filter2d": "diffir.data.realesrgan",
+    "generalized_gaussian_kernel": "diffir.data.realesrgan",
+    "plateau_kernel": "diffir.data.realesrgan",
+    "load_image": "diffir.io",
+    "RestorationDataModule": "diffir.data.datamodule",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
 
 __all__ = [
     "BoxMaskGenerator",

@@ -65,7 +65,7 @@ def build_model(
     """DiffIRS1 (``stage=1``) or DiffIRS2 (``stage=2``) for ``task``.
 
     The architecture arguments have no defaults: they come from a preset
-    (``conf/model/arch/<task>/<preset>.yaml``, read by ``diffir.config.model_preset``), the one place that
+    (``conf/model/arch/<task>/<preset>.yaml``, read by ``diffir.model_config.model_preset``), the one place that
     says what ``paper``, ``small`` and ``tiny`` are.
 
     ``diffusion=False`` builds the paper's no-diffusion ablation (CPEN_S2 regresses the prior directly).

@@ -48,6 +48,7 @@ from diffir.data import (
 from diffir.data.sampler import StepBatchSampler
 from diffir.model_config import model_preset
 from diffir.models import build_model
+from diffir.tasks import task_facts
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -146,7 +147,7 @@ def step_seconds(task: str, scale: int, patch: int) -> float:
     """One stage-1 forward + backward of the paper model at batch 1."""
     torch.manual_seed(0)
     model = build_model(task, 1, scale, **model_preset(task, "paper"))
-    channels = 4 if task == "inpainting" else 3
+    channels = task_facts(task).input_channels
     lq = torch.rand(1, channels, patch // scale, patch // scale)
     gt = torch.rand(1, 3, patch, patch)
     start = time.perf_counter()

@@ -63,6 +63,7 @@ from diffir.model_config import model_preset
 from diffir.models import DiffIRS2, build_model, set_channels_last
 from diffir.speed import compile_model, compile_seconds, set_checkpointing
 from diffir.summary import summarize
+from diffir.tasks import task_facts
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {"sr": 4, "deblur": 1, "inpainting": 1}  # task -> scale
@@ -83,7 +84,7 @@ def bf16_supported() -> bool:
 
 def inputs(task: str, size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     scale = TASKS[task]
-    lq = torch.rand(1, 4 if task == "inpainting" else 3, size, size, generator=generator)
+    lq = torch.rand(1, task_facts(task).input_channels, size, size, generator=generator)
     return {
         "lq": lq,
         "gt": torch.rand(1, 3, size * scale, size * scale, generator=generator),

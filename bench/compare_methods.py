@@ -44,6 +44,7 @@ from diffir.models.adm import ADMUNet
 from diffir.models.unet import UNet, unet_preset
 from diffir.restoration import restore, start_noise
 from diffir.summary import example_inputs, summarize
+from diffir.tasks import task_facts
 from diffir.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -427,7 +428,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.tiny:
         args.steps, args.crop = args.steps or 2, min(args.crop, 32)
     torch.set_num_threads(args.threads)
-    scale = 4 if args.task == "sr" else 1
+    scale = task_facts(args.task).output_scale(4)
     s = settings(args.tiny)
     for key in ("sr3_steps", "ddim_steps", "gdp_steps"):
         s[key] = getattr(args, key) or s[key]

@@ -16,6 +16,7 @@ import torch
 from .checkpoint import FORMAT, CheckpointError, read_checkpoint
 from .model_config import model_config, model_preset
 from .models import DiffIRS1, DiffIRS2, IPRDiffusion, build_model
+from .tasks import task_facts
 
 DUPLICATE_PREFIXES = {"diffusion.model.": "denoise.", "diffusion.condition.": "condition."}
 LAMA_DROP_PREFIXES = ("generatorS1.", "discriminator.", "loss_", "val_evaluator.", "test_evaluator.")
@@ -109,7 +110,7 @@ def map_official_keys(state: dict[str, torch.Tensor], model: DiffIRS1 | DiffIRS2
 
 def official_model_config(task: str, stage: int, **official_kwargs: Any) -> dict[str, Any]:
     """Our ``build_model`` arguments for official options (missing ones from the task's paper preset)."""
-    scale = int(official_kwargs.pop("scale", 4 if task == "sr" else 1))
+    scale = int(official_kwargs.pop("scale", task_facts(task).output_scale(4)))
     official_kwargs.pop("inp_channels", None)  # implied by the task
     arch = {
         **model_preset(task, "paper"),

@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import compose_config
 from .model_config import build_from_config, model_config
 from .models import DMTA, DiffIRS1, DiffIRS2, SRHead
+from .tasks import task_facts
 
 COMPONENT_NAMES = {
     "G": "DIRformer (G)",
@@ -32,7 +33,7 @@ def example_inputs(
 ) -> tuple[torch.Tensor, ...]:
     """An (LQ[, GT]) pair of the stated GT size; the LQ is ``gt_size / scale`` (4 channels for inpainting)."""
     lq_size = gt_size // scale
-    lq = torch.rand(1, 4 if task == "inpainting" else 3, lq_size, lq_size)
+    lq = torch.rand(1, task_facts(task).input_channels, lq_size, lq_size)
     return (lq, torch.rand(1, 3, gt_size, gt_size)) if isinstance(model, DiffIRS1) else (lq,)
 
 

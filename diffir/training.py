@@ -40,6 +40,7 @@ from .models.dirformer import SR_SCALES
 from .noise import quiet
 from .runlock import RunLock, RunLockedError
 from .speed import compile_model, log_compile_cost, set_checkpointing
+from .tasks import task_facts
 
 log = logging.getLogger("diffir")
 
@@ -209,7 +210,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         config = instantiate(cfg.method.net, _convert_="all").config()
     else:
         config = model_config(
-            cfg.get("model_task", cfg.task_name), cfg.stage, cfg.scale, cfg.model, cfg.diffusion
+            task_facts(cfg.task_name).network, cfg.stage, cfg.scale, cfg.model, cfg.diffusion
         )
     differ = sorted(k for k in set(saved) & set(config) if saved[k] != config[k])
     if differ:
@@ -243,7 +244,7 @@ def check_settings(cfg: DictConfig) -> None:
     """
     check_known_keys(cfg)
     section = "baseline" if is_baseline(cfg) else f"stage{cfg.stage}"
-    if section != "baseline" and cfg.get("model_task", cfg.task_name) == "sr" and cfg.scale not in SR_SCALES:
+    if section != "baseline" and task_facts(cfg.task_name).resizes and cfg.scale not in SR_SCALES:
         scales = ", ".join(map(str, SR_SCALES))
         raise RunSetupError(
             f"scale={cfg.scale}: DiffIR's SR models upscale by {scales}; use scale=<{scales}>"
@@ -383,8 +384,8 @@ def build_module(cfg: DictConfig) -> Stage1Module | Stage2Module:
     if is_baseline(cfg):
         return build_baseline_module(cfg)
     stage_cfg = cfg.run
-    task = cfg.get("model_task", cfg.task_name)  # realsr trains the SR model
-    config = model_config(task, cfg.stage, cfg.scale, cfg.model, cfg.diffusion)
+    network = task_facts(cfg.task_name).network  # realsr trains the SR network
+    config = model_config(network, cfg.stage, cfg.scale, cfg.model, cfg.diffusion)
     net = build_from_config(config)
     common: dict[str, Any] = dict(
         net=net,

@@ -13,6 +13,7 @@ from test_training import overrides, weights
 from diffir.checkpoint import atomic_save, model_record, read_checkpoint
 from diffir.config import compose_config
 from diffir.model_config import build_from_config, model_config
+from diffir.tasks import task_facts
 from diffir.training import RunSetupError, build_datamodule, build_module, train
 
 # A random VGG19 for the perceptual loss (warned) and a small U-Net discriminator.
@@ -23,7 +24,7 @@ PRESETS = {"sr": "adversarial=srgan", "realsr": "adversarial=realsr_v2"}
 def model_file(tmp_path: Path, task: str, stage: int, scale: int | None = None) -> Path:
     """A randomly initialised tiny model of ``task`` / ``stage`` saved as a model file (no training needed)."""
     cfg = compose_config(overrides(tmp_path, task, stage, 1, *([f"scale={scale}"] if scale else [])))
-    config = model_config(cfg.get("model_task", cfg.task_name), stage, cfg.scale, cfg.model, cfg.diffusion)
+    config = model_config(task_facts(cfg.task_name).network, stage, cfg.scale, cfg.model, cfg.diffusion)
     path = tmp_path / f"{task}_x{cfg.scale}_stage{stage}.pt"
     atomic_save(model_record(config, build_from_config(config).state_dict()), path)
     return path

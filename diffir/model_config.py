@@ -11,16 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from .diffusion import PixelDiffusion, build_pixel_diffusion
 from .models import DiffIRS1, DiffIRS2, build_model
+from .models.factory import DIFFUSION_ARGS
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # conf/ of the repository, shipped inside the package
-DIFFUSION_KEYS = (
-    "n_denoise_res",
-    "timesteps",
-    "linear_start",
-    "linear_end",
-    "parameterization",
-    "reverse_noise",
-)
+# the diffusion settings of conf/diffusion a stage-2 model is built with (``diffusion`` itself is ``enabled``)
+DIFFUSION_KEYS = tuple(k for k in DIFFUSION_ARGS if k != "diffusion")
 
 
 def model_preset(task: str, preset: str = "paper") -> dict[str, Any]:

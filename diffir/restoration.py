@@ -10,14 +10,19 @@ DIRformer ``G(tile, ẑ)`` per tile.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
 from .models import CPEN, DiffIRS1, DiffIRS2
 
+if TYPE_CHECKING:
+    from .diffusion import PixelDiffusion
+
 PriorMode = Literal["global", "per_tile"]
+TileProgress = Callable[[int, int], None]  # (tiles done, tiles in all): the app's progress bar
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -114,12 +119,14 @@ def restore_image(
     tile_overlap: int = 32,
     prior: PriorMode = "global",
     prior_max_side: int | None = None,
+    progress: TileProgress | None = None,
 ) -> torch.Tensor:
     """One restoration as ``infer.py`` writes it: for inpainting the input ``cat[image·(1−mask), mask]`` and
-    the composite with the known pixels; whole (:func:`restore`) or tiled (:func:`restore_tiled`)."""
+    the composite with the known pixels; whole (:func:`restore`) or tiled (:func:`restore_tiled`, which
+    reports each finished tile to ``progress``)."""
     lq = image if mask is None else inpainting_input(image, mask)
     if tile:
-        out = restore_tiled(model, lq, tile, tile_overlap, noise, prior, prior_max_side)
+        out = restore_tiled(model, lq, tile, tile_overlap, noise, prior, prior_max_side, progress)
     else:
         out = restore(model, lq, gt=gt, noise=noise)
     return out if mask is None else composite(out, image, mask)
@@ -134,6 +141,49 @@ def start_noise(
         return None
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, model.condition.ipr_dim, generator=generator).to(device)
+
+
+def seeded_noise(model: DiffIRS2 | PixelDiffusion, seed: int, device: torch.device) -> torch.Tensor | None:
+    """Seed torch (models with ``reverse_noise`` draw from it) and draw the prior's start vector from
+    ``seed``: what a run does before its first image, so the app and ``infer.py`` restore alike."""
+    torch.manual_seed(seed)
+    return start_noise(model, 1, seed, device)
+
+
+@torch.inference_mode()
+def restore_one(
+    model: DiffIRS2 | PixelDiffusion,
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    device: torch.device,
+    *,
+    tile: int | None = None,
+    tile_overlap: int = 32,
+    prior: PriorMode = "global",
+    prior_max_side: int | None = None,
+    pixel: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: TileProgress | None = None,
+) -> torch.Tensor:
+    """The restoration of one image (1, 3, H, W), moved to the model's ``device``, as ``infer.py`` writes it
+    (with :func:`diffir.io.save_png`) and the app shows it: ``pixel`` is the sampler of an SR3 / cDDPM
+    checkpoint, else DiffIR's :func:`restore_image` (``progress`` hears of each tile)."""
+    image = image.to(device)
+    mask = None if mask is None else mask.to(device)
+    if pixel is not None:
+        lq = image if mask is None else inpainting_input(image, mask)
+        return pixel(lq) if mask is None else composite(pixel(lq), image, mask)
+    return restore_image(
+        model,
+        image,
+        mask=mask,
+        noise=noise,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        prior=prior,
+        prior_max_side=prior_max_side,
+        progress=progress,
+    )
 
 
 @torch.inference_mode()
@@ -233,6 +283,7 @@ def restore_tiled(
     noise: torch.Tensor | None = None,
     prior: PriorMode = "global",
     prior_max_side: int | None = None,
+    progress: TileProgress | None = None,
 ) -> torch.Tensor:
     """Restore ``lq`` (B, C, H, W) tile by tile; the output is exactly (H·s, W·s), s = ``model.scale``.
 
@@ -243,7 +294,8 @@ def restore_tiled(
     tile by tile, exactly, so memory stays bounded; or on a copy of at most ``prior_max_side`` pixels a side:
     see :func:`estimate_prior`);
     ``"per_tile"`` estimates one per tile (bounded CPEN memory too, but each tile is then restored under
-    a different prior). ``noise`` is the diffusion's start vector (:func:`start_noise`).
+    a different prior). ``noise`` is the diffusion's start vector (:func:`start_noise`); ``progress`` is
+    called with (tiles done, tiles in all) after each tile.
     """
     if isinstance(model, DiffIRS1):
         raise ValueError(
@@ -263,6 +315,7 @@ def restore_tiled(
     # Tiles form a full grid and each window is an outer product, so the windows sum to norm_y ⊗ norm_x.
 
     out: torch.Tensor | None = None
+    done, total = 0, len(ys) * len(xs)
     for y, weight_y in zip(ys, wy, strict=True):
         for x, weight_x in zip(xs, wx, strict=True):
             patch = lq[..., y : y + tile, x : x + tile]
@@ -273,4 +326,7 @@ def restore_tiled(
                 out = lq.new_zeros(lq.shape[0], restored.shape[1], h * scale, w * scale)
             weight = weight_y[:, None] * weight_x[None, :]
             out[..., y * scale : (y + th) * scale, x * scale : (x + tw) * scale] += restored * weight
+            done += 1
+            if progress is not None:
+                progress(done, total)
     return out.div_(norm_y[:, None] * norm_x[None, :])

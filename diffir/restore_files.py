@@ -17,7 +17,7 @@ from .diffusion import PixelDiffusion
 from .errors import UsageError
 from .evaluation.pixel_diffusion import check_pixel_model, pixel_runner
 from .io import find_images, find_mask, read_image, read_mask, require_writable_dir, save_png
-from .restoration import composite, inpainting_input, restore_image, start_noise
+from .restoration import restore_one, seeded_noise
 from .runner import (
     check_tile_size,
     check_tiling_config,
@@ -74,8 +74,7 @@ def infer(cfg: DictConfig) -> list[Path]:
     masks = [find_mask(cfg.mask, name, path) if cfg.mask is not None else None for path, name in images]
     targets = _output_paths(images, output)
 
-    torch.manual_seed(cfg.seed)  # only used by models with reverse_noise; the start vector is seeded below
-    noise = start_noise(model, 1, cfg.seed, device)
+    noise = seeded_noise(model, cfg.seed, device)
     written, skipped = [], []
     for (path, _), mask_file, target in tqdm(
         list(zip(images, masks, targets, strict=True)), desc="infer", unit="img"
@@ -86,22 +85,18 @@ def infer(cfg: DictConfig) -> list[Path]:
         except UsageError as err:
             skipped.append(str(err))
             continue
-        image = image.to(device)
-        mask = None if mask is None else mask.to(device)
-        if pixel is not None:
-            lq = image if mask is None else inpainting_input(image, mask)
-            out = pixel(lq) if mask is None else composite(pixel(lq), image, mask)
-        else:
-            out = restore_image(
-                model,
-                image,
-                mask=mask,
-                noise=noise,
-                tile=cfg.tile,
-                tile_overlap=cfg.tile_overlap,
-                prior=cfg.prior,
-                prior_max_side=cfg.prior_max_side,
-            )
+        out = restore_one(
+            model,
+            image,
+            mask,
+            noise,
+            device,
+            tile=cfg.tile,
+            tile_overlap=cfg.tile_overlap,
+            prior=cfg.prior,
+            prior_max_side=cfg.prior_max_side,
+            pixel=pixel,
+        )
         save_png(out, target, bits if cfg.keep_16bit else 8)
         written.append(target)
     log.info("wrote %d image(s) to %s", len(written), output)

@@ -13,31 +13,22 @@ Restore a batch with a model of random weights (a trained one comes from :func:`
     ValueError: lq must have shape (N, C, H, W), got (3, 20, 30) (add the batch dimension: lq[None])
 
 A trained model: ``model = diffir.load("experiments/demo/stage2/checkpoints/last.ckpt")`` (a training
-checkpoint, or a model file written by ``python -m diffir.convert``); inpainting models take the hole mask,
-N×1×H×W with 1 = hole: ``diffir.restore(model, image, mask=mask)``.
+checkpoint, a model file or folder written by ``python -m diffir.convert`` or ``diffir.save_pretrained``, an
+official DiffIR ``.pth``, a Hugging Face Hub id: ``diffir.load`` is :func:`diffir.pretrained.from_pretrained`);
+inpainting models take the hole mask, N×1×H×W with 1 = hole: ``diffir.restore(model, image, mask=mask)``.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from .checkpoint import load_model
 from .models import DiffIRS1, DiffIRS2
+from .pretrained import from_pretrained
 from .restoration import check_input, restore_image, start_noise
 
 VALUE_SLACK = 0.1  # inputs are [0, 1] images; degradations may overshoot a little, a 0-255 image does not
 
-
-def load(source: str | os.PathLike, device: str | torch.device = "cpu") -> DiffIRS1 | DiffIRS2:
-    """A ready model (eval mode, on ``device``) from a diffir training checkpoint (``.ckpt``) or model file.
-
-    Official DiffIR ``.pth`` files are converted first: ``python -m diffir.convert <file> --task ...`` (the
-    error says so). Raises :class:`diffir.checkpoint.CheckpointError` (a ``ValueError``) naming the file.
-    """
-    model, _ = load_model(source)
-    return model.to(device)
+load = from_pretrained  # the front door's name for the one loader of every model source
 
 
 def restore(

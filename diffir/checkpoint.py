@@ -3,10 +3,14 @@
 A *model file* is ``{"format": "diffir-model", "version": 1, "config": <build_model kwargs>,
 "state_dict": <weights>}``. Lightning checkpoints written by training carry the same under
 ``"diffir_model"`` (the EMA weights when EMA is on), so evaluation, inference and stage 2 accept either.
+A *model folder* holds the same record as two files, for use outside diffir (the Hugging Face layout):
+``config.json`` (everything but the weights) and ``model.safetensors`` (the weights, which load without
+running any code); :func:`load_model` takes it like a file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -14,12 +18,14 @@ from typing import Any
 
 import torch
 
-from .io import atomic_writer
+from .io import atomic_writer, write_atomic
 from .model_config import build_from_config
 from .models import DiffIRS1, DiffIRS2
 
 FORMAT = "diffir-model"
 VERSION = 1
+CONFIG_FILE = "config.json"  # a model folder: the record without its weights
+WEIGHTS_FILE = "model.safetensors"  # ... and its weights
 
 
 class CheckpointError(ValueError):
@@ -120,29 +126,128 @@ def _unreadable(path: Path, err: BaseException) -> CheckpointError:
     )
 
 
-def find_model_record(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> dict[str, Any]:
-    """The model record inside a model file or a training checkpoint."""
+def is_model_record(ckpt: Any) -> bool:
+    """True for a model file or a training checkpoint (which carries one under ``diffir_model``)."""
     record = ckpt.get("diffir_model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+    return isinstance(record, dict) and record.get("format") == FORMAT
+
+
+def _check_version(record: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    version = record.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(
-            f"{path} is not a diffir checkpoint (no 'diffir_model' record). For an official DiffIR .pth run "
-            f"`python -m diffir.convert {path} --task <sr|deblur|inpainting> --stage <1|2> --out <file>` first"
+            f"{path} has no valid model-file version ({version!r}); expected 1 to {VERSION}"
         )
-    if record.get("version", 0) > VERSION:
+    if version > VERSION:
         raise CheckpointError(
-            f"{path} was written by a newer diffir (model-file version {record['version']})"
+            f"{path} was written by a newer diffir (model-file version {version}; this one reads up to "
+            f"{VERSION}): upgrade diffir (pip install -U diffir)"
         )
+    if not isinstance(record.get("config"), dict):
+        raise CheckpointError(f"{path} has no model config (a 'config' mapping of build_model arguments)")
     return record
 
 
-def load_model(path: str | os.PathLike) -> tuple[DiffIRS1 | DiffIRS2, dict[str, Any]]:
-    """Build the model a checkpoint describes and load its weights strictly; returns ``(model, config)``."""
-    record = find_model_record(read_checkpoint(path), path)
-    model = build_from_config(record["config"])
+def find_model_record(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> dict[str, Any]:
+    """The model record inside a model file or a training checkpoint."""
+    if not is_model_record(ckpt):
+        raise CheckpointError(
+            f"{path} is not a diffir checkpoint (no 'diffir_model' record). For an official DiffIR .pth run "
+            f"`python -m diffir.convert {path} --task <sr|deblur|inpainting> --stage <1|2> --out <file>` first, "
+            "or load it with diffir.from_pretrained(path) (the task and stage are read from its tensors)"
+        )
+    return _check_version(ckpt.get("diffir_model", ckpt), path)
+
+
+def _safetensors() -> Any:
+    """``safetensors.torch``, which model folders need (the ``export`` extra, not the base install)."""
     try:
-        model.load_state_dict(record["state_dict"], strict=True)
+        import safetensors.torch
+    except ImportError as err:
+        raise CheckpointError(
+            "model folders (config.json + model.safetensors) need the safetensors package: "
+            "pip install 'diffir[export]'"
+        ) from err
+    return safetensors.torch
+
+
+def write_model_folder(record: dict[str, Any], folder: str | os.PathLike) -> Path:
+    """A model record as ``folder/config.json`` and ``folder/model.safetensors`` (each written atomically,
+    the weights first: a folder whose config.json is there is complete). Returns the folder."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder} is a file: a model folder is written there; choose another path")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in record["state_dict"].items()}
+    write_atomic(folder / WEIGHTS_FILE, _safetensors().save(tensors, metadata={"format": "pt"}))
+    header = {k: v for k, v in record.items() if k != "state_dict"}
+    write_atomic(folder / CONFIG_FILE, (json.dumps(header, indent=2) + "\n").encode())
+    return folder
+
+
+def read_model_folder(folder: str | os.PathLike) -> dict[str, Any]:
+    """The model record of a folder written by :func:`write_model_folder` (config.json + model.safetensors)."""
+    folder = Path(folder)
+    config_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{folder} has no {CONFIG_FILE}, so it is not a diffir model folder: diffir.save_pretrained and "
+            f"`python -m diffir.convert ... --format safetensors` write {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    try:
+        header = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{config_path} is not valid JSON ({err})") from err
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise CheckpointError(
+            f"{config_path} is not a diffir config (format {found!r}, expected {FORMAT!r}): the folder holds "
+            "another library's model"
+        )
+    _check_version(header, config_path)
+    if not weights.is_file():
+        raise CheckpointError(f"{folder} has {CONFIG_FILE} but no {WEIGHTS_FILE}: copy the whole folder")
+    try:
+        state = _safetensors().load_file(weights)
+    except Exception as err:  # noqa: BLE001 - safetensors' own error types; re-raised naming the file
+        raise DamagedCheckpointError(
+            f"{weights} is damaged or not a safetensors file ({err}, {weights.stat().st_size:,} bytes)"
+        ) from err
+    return {**header, "state_dict": state}
+
+
+def read_model_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The model record of a model folder, a model file or a training checkpoint."""
+    return read_model_folder(path) if Path(path).is_dir() else find_model_record(read_checkpoint(path), path)
+
+
+def _names(keys: list[str], shown: int = 5) -> str:
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def load_record(record: dict[str, Any], path: str | os.PathLike) -> DiffIRS1 | DiffIRS2:
+    """The model a record describes, with its weights loaded strictly (in eval mode); errors name ``path``
+    and the tensors that are missing or left over."""
+    model = build_from_config(record["config"])
+    state = record["state_dict"]
+    missing = sorted(set(model.state_dict()) - set(state))
+    unexpected = sorted(set(state) - set(model.state_dict()))
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing ({_names(missing)})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected ({_names(unexpected)})"] if unexpected else []
+        raise CheckpointError(
+            f"{path}: weights do not match the model its config describes: {'; '.join(parts)} tensors"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(
             f"{path}: weights do not match the model its config describes: {load_error_summary(err)}"
         ) from err
-    return model.eval(), dict(record["config"])
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike) -> tuple[DiffIRS1 | DiffIRS2, dict[str, Any]]:
+    """Build the model a checkpoint (a model file, a training checkpoint or a model folder) describes and
+    load its weights strictly; returns ``(model, config)``."""
+    record = read_model_record(path)
+    return load_record(record, path), dict(record["config"])

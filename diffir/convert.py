@@ -1,9 +1,13 @@
-"""``python -m diffir.convert <official.pth> --task <t> --stage <1|2> --out <file> [--set key=value ...]``
+"""``python -m diffir.convert <official.pth> --out <file or folder> [--format safetensors] [--task <t> --stage <1|2>
+[--set key=value ...]]``
 
 Turns an official DiffIR checkpoint (BasicSR ``.pth`` with ``params`` / ``params_ema``, a bare state dict, or
 a LaMa-style inpainting ``.ckpt``) into a self-describing diffir model file that training (as the stage-1
-start: ``stage1_ckpt=<file>``), ``eval.py`` and ``infer.py`` accept. Official network options that differ
-from the task's paper configuration are given with ``--set`` (e.g. ``--set scale=2``).
+start: ``stage1_ckpt=<file>``), ``eval.py`` and ``infer.py`` accept, or, with ``--format safetensors``, a model
+folder (``config.json`` + ``model.safetensors``, see ``diffir.save_pretrained``) that they accept too. The task,
+stage, scale and network options are read from the checkpoint's tensors; ``--task`` and ``--stage`` (both)
+choose them instead, with official options that differ from the task's paper configuration given as ``--set``
+(e.g. ``--set scale=2``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import yaml
 from .checkpoint import CheckpointError, atomic_save, model_record
 from .compat import load_official
 from .models import TASKS
+from .pretrained import save_pretrained
+
+FORMATS = ("pth", "safetensors")
 
 
 def parse_options(items: list[str]) -> dict:
@@ -31,25 +38,40 @@ def parse_options(items: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m diffir.convert", description=__doc__.split("\n\n")[1])
     parser.add_argument("checkpoint", help="official .pth / .ckpt file")
-    parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--stage", required=True, type=int, choices=(1, 2))
-    parser.add_argument("--out", required=True, help="where to write the diffir model file")
+    parser.add_argument("--task", choices=TASKS, help="default: read from the checkpoint's tensors")
+    parser.add_argument(
+        "--stage", type=int, choices=(1, 2), help="default: read from the checkpoint's tensors"
+    )
+    parser.add_argument("--out", required=True, help="where to write the diffir model file (or folder)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="pth",
+        help="pth: one diffir model file (default); safetensors: a folder with config.json and model.safetensors",
+    )
     parser.add_argument(
         "--set",
         dest="options",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="official network option differing from the paper configuration (repeatable)",
+        help="official network option differing from the paper configuration (repeatable; needs --task, --stage)",
     )
     args = parser.parse_args(argv)
     try:
         model = load_official(args.checkpoint, args.task, args.stage, **parse_options(args.options))
+        if args.format == "safetensors":
+            save_pretrained(model, args.out)
+        else:
+            atomic_save(model_record(model.config, model.state_dict()), args.out)
     except CheckpointError as err:
         sys.exit(f"error: {args.checkpoint}: {err}")
-    atomic_save(model_record(model.config, model.state_dict()), args.out)
     params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.out}: DiffIR stage {args.stage} ({args.task}), {params:,} parameters")
+    config = model.config
+    scale = f" x{config['scale']}" if config["task"] == "sr" else ""
+    print(
+        f"wrote {args.out}: DiffIR stage {config['stage']} ({config['task']}{scale}), {params:,} parameters"
+    )
 
 
 if __name__ == "__main__":

@@ -57,10 +57,10 @@ def check_tile_size(tile: int | None, model: DiffIRS1 | DiffIRS2, path: str | Pa
 def load_checkpoint(
     path: str | Path, device: torch.device, compile: bool = False
 ) -> tuple[DiffIRS1 | DiffIRS2, dict]:
-    """:func:`diffir.checkpoint.load_model` with its errors turned into :class:`UsageError`;
-    ``compile=True`` compiles the model (:func:`diffir.speed.compile_model`)."""
+    """:func:`diffir.checkpoint.load_model` (a checkpoint file or a model folder) with its errors turned into
+    :class:`UsageError`; ``compile=True`` compiles the model (:func:`diffir.speed.compile_model`)."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"checkpoint {path} ({path.absolute()}) does not exist")
     try:
         model, config = load_model(path)

@@ -28,7 +28,9 @@ from .checkpoint import (
     load_error_summary,
     load_model,
     read_checkpoint,
+    read_model_record,
     remove_partial_saves,
+    write_model_folder,
 )
 from .io import require_writable_dir
 from .lit import Stage1Module, Stage2Module
@@ -224,11 +226,11 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 
 
 def check_known_keys(cfg: DictConfig) -> None:
-    """Keys under ``stage1`` / ``stage2`` that nothing reads are refused: ``+stage1.max_step=3`` (Hydra's own
-    hint for a mistyped key) would otherwise train the default number of steps without a word."""
+    """Keys under ``stage1`` / ``stage2`` / ``export`` that nothing reads are refused: ``+stage1.max_step=3``
+    (Hydra's own hint for a mistyped key) would otherwise train the default number of steps without a word."""
     schema = OmegaConf.load(CONF_DIR / "train.yaml")
-    for section in ("stage1", "stage2"):
-        unknown = sorted(set(cfg[section]) - set(schema[section]))
+    for section in ("stage1", "stage2", "export"):
+        unknown = sorted(set(cfg.get(section) or {}) - set(schema[section]))
         if unknown:
             known = ", ".join(sorted(schema[section]))
             raise RunSetupError(
@@ -580,7 +582,22 @@ def _fit(cfg: DictConfig, directory: Path, suggest_next: bool) -> dict[str, Any]
             f"{directory / 'checkpoints' / 'last.ckpt'} holds it: continue with the same command and resume=auto",
             interruption.signal,
         )
+    if OmegaConf.select(cfg, "export.pretrained", default=False) and trainer.is_global_zero:
+        export_pretrained(directory)
     return summarize(cfg, trainer, directory, offline, suggest_next)
+
+
+PRETRAINED_DIR = "pretrained"  # export.pretrained=true: the model folder inside the run folder
+
+
+def export_pretrained(directory: Path) -> Path:
+    """``export.pretrained=true``: the run's final model as a model folder ``<run dir>/pretrained/``
+    (``config.json`` + ``model.safetensors``, see :func:`diffir.save_pretrained`): the record of
+    ``last.ckpt``, i.e. the EMA weights when EMA is on, as eval.py and infer.py would load them."""
+    last = directory / "checkpoints" / "last.ckpt"
+    folder = write_model_folder(read_model_record(last), directory / PRETRAINED_DIR)
+    log.info("wrote the model folder %s (config.json + model.safetensors) from %s", folder, last)
+    return folder
 
 
 # Overrides that belong to one stage's run, not to the experiment: left out of the next stage's command.
@@ -631,6 +648,9 @@ def summarize(
         if best_cb and best_cb.best_model_score is not None
         else None,
         "val": metrics,
+        "pretrained": str(directory / PRETRAINED_DIR)
+        if OmegaConf.select(cfg, "export.pretrained", default=False)
+        else None,
     }
     lines = [
         f"{cfg.method.name if is_baseline(cfg) else f'stage {cfg.stage}'} finished at step {summary['steps']}",
@@ -642,6 +662,8 @@ def summarize(
             f"  best checkpoint: {shown(summary['best_checkpoint'])} "
             f"(val/psnr {format_metric(summary['best_val_psnr'])})"
         )
+    if summary["pretrained"]:
+        lines.append(f"  model folder:    {shown(summary['pretrained'])} (config.json + model.safetensors)")
     if metrics:
         lines.append(
             "  last validation: " + ", ".join(f"{k}={format_metric(v)}" for k, v in sorted(metrics.items()))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +27,13 @@ class _Restorer:
     """What a restoration needs to know of a DiffIR model, read off its DIRformer ``G``."""
 
     G: DIRformer
+    config: dict[str, Any]  # build_model's arguments, set by it: what rebuilds the model from a model file
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``folder``: :func:`diffir.save_pretrained`."""
+        from ..pretrained import save_pretrained  # the file formats live outside the plain modules
+
+        return save_pretrained(self, folder)
 
     @property
     def scale(self) -> int:

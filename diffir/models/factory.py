@@ -11,6 +11,16 @@ from .diffusion import Denoiser, IPRDiffusion
 from .dirformer import SR_SCALES, DIRformer
 
 TASKS = ("sr", "deblur", "inpainting")
+# build_model's stage-2 arguments: a stage-1 model's config leaves them out (it has no diffusion)
+DIFFUSION_ARGS = (
+    "diffusion",
+    "n_denoise_res",
+    "timesteps",
+    "linear_start",
+    "linear_end",
+    "parameterization",
+    "reverse_noise",
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,13 @@ def build_model(
     ``diffusion=False`` builds the paper's no-diffusion ablation (CPEN_S2 regresses the prior directly).
     ``inp_channels`` is accepted for compatibility with official option files and must match the task.
     """
+    arguments = dict(locals())
+    # every argument (sequences as lists, no None), so that the model can describe itself in a model file
+    config = {
+        k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+        for k, v in arguments.items()
+        if v is not None and (stage == 2 or k not in DIFFUSION_ARGS)
+    }
     layout = task_layout(task, scale)
     if inp_channels is not None and inp_channels != layout.inp_channels:
         raise ValueError(
@@ -97,15 +114,16 @@ def build_model(
         n_encoder_res=n_encoder_res,
     )
     if stage == 1:
-        return DiffIRS1(G, CPEN(gt_unshuffle=4, **cpen_kwargs))
-    if stage == 2:
+        model: DiffIRS1 | DiffIRS2 = DiffIRS1(G, CPEN(gt_unshuffle=4, **cpen_kwargs))
+    elif stage == 2:
         condition = CPEN(gt_unshuffle=None, **cpen_kwargs)
-        if not diffusion:
-            return DiffIRS2(G, condition)
-        return DiffIRS2(
-            G,
-            condition,
-            Denoiser(4 * n_feats, n_denoise_res, timesteps),
-            IPRDiffusion(timesteps, linear_start, linear_end, parameterization, reverse_noise),
-        )
-    raise ValueError(f"stage must be 1 or 2, got {stage}")
+        if diffusion:
+            denoise = Denoiser(4 * n_feats, n_denoise_res, timesteps)
+            schedule = IPRDiffusion(timesteps, linear_start, linear_end, parameterization, reverse_noise)
+            model = DiffIRS2(G, condition, denoise, schedule)
+        else:
+            model = DiffIRS2(G, condition)
+    else:
+        raise ValueError(f"stage must be 1 or 2, got {stage}")
+    model.config = config  # these arguments rebuild it: what model files and save_pretrained store
+    return model

@@ -1,0 +1,1 @@
+"""DiffIR in other tools' model loaders (:mod:`diffir.integrations.spandrel`: ComfyUI, chaiNNer, ...)."""

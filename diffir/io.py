@@ -301,6 +301,7 @@ def atomic_writer(path: str | os.PathLike, durable: bool = True) -> Iterator[IO[
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make checkpoints and images private
         with os.fdopen(fd, "wb") as f:
             yield f
             if durable:
@@ -310,6 +311,13 @@ def atomic_writer(path: str | os.PathLike, durable: bool = True) -> Iterator[IO[
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, so set back at once): the permissions ``open`` would give."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | IO[bytes], durable: bool = True) -> None:

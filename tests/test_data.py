@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -408,3 +409,19 @@ def test_datamodule_step_sampler_gives_full_batches_for_max_steps() -> None:
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert len(batches) == 4 and all(b["gt"].shape == (3, 3, 16, 16) for b in batches)
+
+
+def test_files_written_atomically_get_the_permissions_open_would_give(tmp_path):
+    """Checkpoints, model folders and restored images go through a temporary file (mkstemp: mode 0600); the
+    renamed file must be readable by others as a plain ``open`` would make it under the umask."""
+    from diffir.io import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.bin", b"x")
+        os.umask(0o077)
+        write_atomic(tmp_path / "b.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o600

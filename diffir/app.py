@@ -403,9 +403,8 @@ def build_page(app: RestoreApp, examples: Sequence[Path] = ()) -> gr.Blocks:
                 )
                 info = gr.Markdown(elem_id="result-info")
                 download = gr.File(label="Download the restored PNG", interactive=False, elem_id="download")
-        for event in (model.change, image.change):
-            event(app.describe, [model, image], [about, editor, mask])
-        page.load(app.describe, [model, image], [about, editor, mask])
+        for event in (model.change, image.change, page.load):  # not an API endpoint: only the page uses it
+            event(app.describe, [model, image], [about, editor, mask], api_visibility="private")
         button.click(
             app.restore,
             [model, image, editor, mask, seed, tiling, tile, overlap],
@@ -444,9 +443,10 @@ def main(cfg: DictConfig) -> None:
                 allowed_paths=[workdir],
                 show_error=True,
             )
-        except OSError as err:
+        except OSError as err:  # Gradio's message goes on to name its own options: its first sentence
+            reason = str(err).split(". ")[0]
             sys.exit(
-                f"error: cannot serve on host={cfg.host} port={cfg.port} ({err}); choose another port=<N>"
+                f"error: cannot serve on host={cfg.host} port={cfg.port} ({reason}); choose another port=<N>"
             )
 
 

@@ -81,10 +81,11 @@ def load_models(sources: Sequence[str], device: torch.device) -> list[ModelEntry
     for source in dict.fromkeys(str(s) for s in sources):  # a source given twice is listed once
         model, config = load_checkpoint(source, device)
         model = require_stage2(model, source)
-        if not isinstance(model, DiffIRS2):
+        if not isinstance(model, DiffIRS2):  # a pixel-diffusion baseline or a graph of another backend
+            what = f"a {config['method']} baseline" if "method" in config else f"a {type(model).__name__}"
             raise UsageError(
-                f"ckpt={source} is a {config.get('method', type(model).__name__)} pixel-diffusion baseline; the "
-                "app restores with DiffIR stage-2 models (infer.py restores with baselines)"
+                f"ckpt={source} is {what}; the app restores with PyTorch DiffIR stage-2 models: restore it with "
+                "infer.py, or give the app the checkpoint or model folder it came from"
             )
         entries.append(ModelEntry(source, model.eval(), config["task"], int(config["scale"])))
     return entries

@@ -41,12 +41,14 @@ SCREENSHOT = REPO / "docs" / "app.png"  # rewritten when DIFFIR_UPDATE_SCREENSHO
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def save_checkpoint(path: Path, task: str, scale: int) -> Path:
-    """A tiny, randomly initialised stage-2 model file (as training and diffir.convert write them)."""
+def save_checkpoint(path: Path, task: str, scale: int, stage: int = 2) -> Path:
+    """A tiny, randomly initialised model file (as training and diffir.convert write them)."""
     arch = model_preset(task, "tiny")
     torch.manual_seed(0)
-    model = build_model(task, 2, scale, **arch)
-    atomic_save(model_record(model_config(task, 2, scale, arch, {"enabled": True}), model.state_dict()), path)
+    model = build_model(task, stage, scale, **arch)
+    atomic_save(
+        model_record(model_config(task, stage, scale, arch, {"enabled": True}), model.state_dict()), path
+    )
     return path
 
 
@@ -224,6 +226,9 @@ def test_the_config_offers_the_demo_checkpoint_and_refuses_bad_sources(ckpts, tm
     )
     with pytest.raises(UsageError, match=r"checkpoint .*missing\.ckpt .* does not exist"):
         create(app_cfg(f"ckpt={tmp_path / 'missing.ckpt'}"), tmp_path / "work")
+    stage1 = save_checkpoint(tmp_path / "s1.ckpt", "sr", 4, stage=1)
+    with pytest.raises(UsageError, match=r"s1\.ckpt is a stage-1 checkpoint"):
+        create(app_cfg(f"ckpt=[{ckpts['sr']},{stage1}]"), tmp_path / "work")
     with pytest.raises(UsageError, match=r"examples: no bundled photo 'cat'; choose from astronaut, chelsea"):
         create(app_cfg(f"ckpt={ckpts['sr']}", "examples=[cat]"), tmp_path / "work")
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import CPEN, DiffIRS1, DiffIRS2
+from .onnx_runtime import OnnxModel
 
 if TYPE_CHECKING:
     from .diffusion import PixelDiffusion
@@ -25,19 +26,29 @@ PriorMode = Literal["global", "per_tile"]
 TileProgress = Callable[[int, int], None]  # (tiles done, tiles in all): the app's progress bar
 
 
+def reflect_indices(
+    size: int | torch.Tensor, length: int | torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """Indices of ``length`` pixels along an axis of ``size`` pixels mirrored at its ends, the edge pixel not
+    repeated (0, 1, …, size−1, size−2, …, 1, 0, 1, …): what repeated ``F.pad(mode="reflect")`` steps (each
+    at most size−1) compute; a 1-pixel axis repeats its pixel. ``size`` may be a traced size (ONNX export)."""
+    period = 2 * size - 2
+    period = (period if isinstance(period, torch.Tensor) else torch.tensor(period)).to(device)
+    index = torch.arange(length, device=device) % period.clamp(min=1)
+    return torch.minimum(index, period - index)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad the bottom and right of ``x`` to a multiple of ``multiple``; returns the original (H, W).
 
-    Reflection needs pad < size, so small images are padded in several reflect steps (each at most doubling
-    the side, so a few steps); a side of one pixel has nothing to reflect and is replicated.
+    One gather per axis (:func:`reflect_indices`), so any size pads in one step, also inside an exported graph
+    whose sizes are symbolic: small images are mirrored back and forth; a side of one pixel is replicated.
     """
     h, w = x.shape[-2:]
-    for dim in (-2, -1):
-        while x.shape[dim] % multiple:
-            size = x.shape[dim]
-            pad = (-size) % multiple if size == 1 else min((-size) % multiple, size - 1)
-            sides = (0, 0, 0, pad) if dim == -2 else (0, pad, 0, 0)
-            x = F.pad(x, sides, mode="replicate" if size == 1 else "reflect")
+    for dim, size in ((-2, h), (-1, w)):
+        length = (size + multiple - 1) // multiple * multiple
+        if torch.jit.is_tracing() or length != size:  # traced sizes are symbolic: always gather
+            x = x.index_select(dim, reflect_indices(size, length, x.device))
     return x, (h, w)
 
 
@@ -88,6 +99,16 @@ def restore(
     Stage 1 needs ``gt`` (it is an oracle); stage 2 starts its reverse diffusion from ``noise`` when given.
     """
     check_input(model, lq, gt)
+    return restore_unchecked(model, lq, gt, noise)
+
+
+def restore_unchecked(
+    model: DiffIRS1 | DiffIRS2,
+    lq: torch.Tensor,
+    gt: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`restore` without its input checks and inference mode: what ``diffir.export`` traces."""
     multiple, scale = model.size_multiple, model.scale
     lq_padded, (h, w) = pad_to_multiple(lq, multiple)
     if isinstance(model, DiffIRS1):
@@ -109,7 +130,7 @@ def composite(restored: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -
 
 
 def restore_image(
-    model: DiffIRS1 | DiffIRS2,
+    model: DiffIRS1 | DiffIRS2 | OnnxModel,
     image: torch.Tensor,
     *,
     mask: torch.Tensor | None = None,
@@ -123,7 +144,12 @@ def restore_image(
 ) -> torch.Tensor:
     """One restoration as ``infer.py`` writes it: for inpainting the input ``cat[image·(1−mask), mask]`` and
     the composite with the known pixels; whole (:func:`restore`) or tiled (:func:`restore_tiled`, which
-    reports each finished tile to ``progress``)."""
+    reports each finished tile to ``progress``). An ONNX graph (:class:`~diffir.onnx_runtime.OnnxModel`)
+    does all of it inside, on whole images."""
+    if isinstance(model, OnnxModel):
+        if tile:
+            raise ValueError(f"{model.path} is an ONNX graph, which restores whole images: drop tile=")
+        return model(image, mask=mask, noise=noise)
     lq = image if mask is None else inpainting_input(image, mask)
     if tile:
         out = restore_tiled(model, lq, tile, tile_overlap, noise, prior, prior_max_side, progress)
@@ -133,14 +159,16 @@ def restore_image(
 
 
 def start_noise(
-    model: DiffIRS1 | DiffIRS2, batch: int, seed: int, device: torch.device | str | None = None
+    model: DiffIRS1 | DiffIRS2 | OnnxModel, batch: int, seed: int, device: torch.device | str | None = None
 ) -> torch.Tensor | None:
     """The Gaussian start vector of the reverse diffusion drawn from ``seed``, so a stage-2 restoration is
-    reproducible; None for models without a diffusion (stage 1, the no-diffusion ablation)."""
-    if not isinstance(model, DiffIRS2) or model.diffusion is None:
+    reproducible; None for models without a diffusion (stage 1, the no-diffusion ablation). ``model`` may
+    also be an ONNX graph (:class:`diffir.onnx_runtime.OnnxModel`): the same vector for the same seed."""
+    dim = getattr(model, "noise_dim", None)
+    if dim is None:
         return None
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, model.condition.ipr_dim, generator=generator).to(device)
+    return torch.randn(batch, dim, generator=generator).to(device)
 
 
 def seeded_noise(model: DiffIRS2 | PixelDiffusion, seed: int, device: torch.device) -> torch.Tensor | None:

@@ -7,6 +7,7 @@ Every problem the user can fix is a :class:`~diffir.errors.UsageError` (one ``er
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,11 @@ from .checkpoint import CheckpointError, load_model
 from .errors import UsageError
 from .io import require_writable_dir
 from .models import DiffIRS1, DiffIRS2
+from .onnx_runtime import OnnxModel
 from .restoration import check_tiling
 from .speed import compile_model
+
+log = logging.getLogger("diffir")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,9 +48,15 @@ def check_tiling_config(cfg: DictConfig) -> None:
             raise UsageError(f"tiling: {err}") from err
 
 
-def check_tile_size(tile: int | None, model: DiffIRS1 | DiffIRS2, path: str | Path) -> None:
+def check_tile_size(tile: int | None, model: DiffIRS1 | DiffIRS2 | OnnxModel, path: str | Path) -> None:
     """``tile=`` below the model's size multiple is refused: every tile would be padded up to the multiple,
-    so a 1-pixel tile runs the network once per LQ pixel (about a minute for a small image)."""
+    so a 1-pixel tile runs the network once per LQ pixel (about a minute for a small image). An ONNX graph
+    restores whole images (its prior is estimated inside it, on the whole input): no tiles."""
+    if tile and isinstance(model, OnnxModel):
+        raise UsageError(
+            f"tile={tile}: {path} is an ONNX graph, which restores whole images (the prior of the whole image "
+            "is estimated inside it): drop tile=, or use the PyTorch checkpoint for tiled inference"
+        )
     if tile and tile < model.size_multiple:
         raise UsageError(
             f"tile={tile} is smaller than the size multiple {model.size_multiple} of {path} (tiles are "
@@ -56,16 +66,28 @@ def check_tile_size(tile: int | None, model: DiffIRS1 | DiffIRS2, path: str | Pa
 
 def load_checkpoint(
     path: str | Path, device: torch.device, compile: bool = False
-) -> tuple[DiffIRS1 | DiffIRS2, dict]:
-    """:func:`diffir.checkpoint.load_model` (a checkpoint file or a model folder) with its errors turned into
-    :class:`UsageError`; ``compile=True`` compiles the model (:func:`diffir.speed.compile_model`)."""
+) -> tuple[DiffIRS1 | DiffIRS2 | OnnxModel, dict]:
+    """The model of ``path`` and its config, the one place that chooses the backend: an ``.onnx`` graph
+    (``python -m diffir.export``) runs with onnxruntime (:class:`~diffir.onnx_runtime.OnnxModel`), anything
+    else is :func:`diffir.checkpoint.load_model`'s (a checkpoint file or a model folder) in PyTorch, compiled
+    with ``compile=True`` (:func:`diffir.speed.compile_model`). Errors are :class:`UsageError`."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UsageError(f"checkpoint {path} ({path.absolute()}) does not exist")
+    if path.suffix == ".onnx":
+        if compile:
+            raise UsageError(f"compile=true compiles PyTorch models; {path} runs with onnxruntime: drop it")
+        try:
+            graph = OnnxModel(path, device)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+        log.info("%s: backend=%s on %s", path, graph.backend, device)
+        return graph, graph.config
     try:
         model, config = load_model(path)
     except CheckpointError as err:
         raise UsageError(str(err)) from err
+    log.info("%s: backend=pytorch on %s", path, device)
     model = model.to(device)
     return (compile_model(model) if compile else model), config
 

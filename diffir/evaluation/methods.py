@@ -16,7 +16,8 @@ from ..data import bicubic_upsample
 from ..diffusion import PixelDiffusion
 from ..errors import UsageError
 from ..models import DiffIRS1
-from ..restoration import restore, restore_tiled, start_noise
+from ..onnx_runtime import OnnxModel
+from ..restoration import restore, restore_image, restore_tiled, start_noise
 from ..runner import check_tile_size, load_checkpoint
 from .pixel_diffusion import check_pixel_model, gdp_runner, pixel_runner
 from .protocol import as_list, task_config
@@ -49,6 +50,16 @@ def _checkpoint_method(model: Any, name: str, path: Path, cfg: DictConfig, devic
         restore_lq = pixel_runner(model, cfg)
         return Method(name, lambda sample: restore_lq(sample.lq), sum(p.numel() for p in model.parameters()))
     noise = start_noise(model, 1, cfg.seed, device)
+    if isinstance(model, OnnxModel):  # onnxruntime; FlopCounterMode sees no torch op, so no MACs are counted
+        check_tile_size(cfg.tile, model, path)  # refused: the graph restores whole images
+
+        def run(sample: Sample) -> torch.Tensor:
+            # the graph takes the image and the mask and masks it itself: the masked image of an inpainting
+            # sample gives the same input (its masks are binary), and the same composite
+            image = sample.lq if sample.mask is None else sample.lq[:, :3]
+            return restore_image(model, image, mask=sample.mask, noise=noise)
+
+        return Method(f"{name} ({model.backend})", run, model.parameters)
     if isinstance(model, DiffIRS1):
         if cfg.tile:
             raise UsageError(f"{name} is a stage-1 checkpoint: it needs the whole GT, so it cannot be tiled")

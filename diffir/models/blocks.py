@@ -45,13 +45,13 @@ class WithBiasLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
 
-    @staticmethod
-    def normalize(x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / sqrt(var + 1e-5)``, before the affine part."""
-        return F.layer_norm(x, x.shape[-1:], None, None, 1e-5)  # one fused kernel, same function
+        # one fused kernel, same function; the weight's shape stays a constant when traced (ONNX export)
+        return F.layer_norm(x, self.weight.shape, None, None, 1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, 1e-5)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
 class Conv1x1(nn.Conv2d):
@@ -108,6 +108,7 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
         and x.dtype == torch.float32 == weight.dtype
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()  # inductor picks its own convolution kernels
+        and not torch.jit.is_tracing()  # ONNX export (diffir.export): a plain Conv node
         and x.is_contiguous(memory_format=torch.channels_last)
         and torch.backends.mkldnn.is_available()
     ):

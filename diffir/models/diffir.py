@@ -111,6 +111,11 @@ class DiffIRS2(_Restorer, nn.Module):
     def size_multiple(self) -> int:
         return _size_multiple(self.G, self.condition)
 
+    @property
+    def noise_dim(self) -> int | None:
+        """Length of the reverse diffusion's start vector; None without a diffusion (the regression ablation)."""
+        return None if self.diffusion is None else self.condition.ipr_dim
+
     def student_parameters(self) -> Iterator[nn.Parameter]:
         """What learns the prior from the LQ: CPEN_S2 and the denoiser (the official warm-up trains only these)."""
         yield from self.condition.parameters()

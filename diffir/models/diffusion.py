@@ -102,7 +102,7 @@ class IPRDiffusion(nn.Module):
 
     def predict_x0(self, denoise: nn.Module, x: torch.Tensor, t: int, c: torch.Tensor) -> torch.Tensor:
         """x̂0 from the denoiser, whatever it predicts."""
-        steps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        steps = torch.full_like(x[:, 0], t, dtype=torch.long)  # x's batch, also when traced (ONNX export)
         out = denoise(x, steps, c)
         if self.parameterization == "x0":
             return out

@@ -98,9 +98,17 @@ class SRHead(nn.Sequential):
     """
 
     composed: bool = True
+    frozen: tuple[torch.Tensor, torch.Tensor | None] | None = None  # the composed kernel and bias, see freeze()
 
     def __init__(self, n_feat: int, out_channels: int) -> None:
         super().__init__(Upsampler(n_feat), nn.Conv2d(n_feat, out_channels, kernel_size=3, padding=1))
+
+    def freeze(self) -> SRHead:
+        """Compose the kernel once, for a head whose weights no longer change: an exported graph (where the
+        composition's scatter, with repeated indices, has no ONNX form) then holds it as a constant."""
+        with torch.no_grad():
+            self.frozen = compose_shuffle_conv(self[0][2], self[1])
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         upsampler, last = self
@@ -112,8 +120,11 @@ class SRHead(nn.Sequential):
         def layers(strip: torch.Tensor) -> torch.Tensor:
             return last(shuffle(inner(strip)))
 
-        with torch.autocast(x.device.type, enabled=False):  # composed in the weights' precision
-            kernel, bias = compose_shuffle_conv(inner, last)
+        if self.frozen is not None:
+            kernel, bias = self.frozen
+        else:
+            with torch.autocast(x.device.type, enabled=False):  # composed in the weights' precision
+                kernel, bias = compose_shuffle_conv(inner, last)
         out = shuffle(F.conv2d(y, kernel, bias, padding=2))
         out[..., :1, :] = layers(y[..., :2, :])[..., :1, :]
         out[..., -1:, :] = layers(y[..., -2:, :])[..., -1:, :]

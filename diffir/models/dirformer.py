@@ -98,7 +98,7 @@ class SRHead(nn.Sequential):
     """
 
     composed: bool = True
-    frozen: tuple[torch.Tensor, torch.Tensor | None] | None = None  # the composed kernel and bias, see freeze()
+    frozen: tuple[torch.Tensor, torch.Tensor | None] | None = None  # composed kernel and bias: freeze()
 
     def __init__(self, n_feat: int, out_channels: int) -> None:
         super().__init__(Upsampler(n_feat), nn.Conv2d(n_feat, out_channels, kernel_size=3, padding=1))

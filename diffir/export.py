@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import sys
 import time
 import warnings
@@ -43,11 +42,9 @@ from torch import nn
 from . import __version__
 from .errors import UsageError
 from .io import write_atomic
-from .models import DiffIRS1, DiffIRS2, SRHead, set_channels_last, set_composed
+from .models import TASKS, DiffIRS1, DiffIRS2, SRHead, set_channels_last, set_composed
 from .onnx_runtime import META_CONFIG, META_VERSION, OUTPUT, example_inputs, graph_inputs
 from .restoration import composite, inpainting_input, restore_unchecked
-
-log = logging.getLogger("diffir")
 
 OPSET = 17
 
@@ -165,6 +162,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("source", help="a diffir checkpoint, model file or folder, official .pth, or Hub id")
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="the output format (onnx)")
     parser.add_argument("--out", required=True, type=Path, help="the file to write, e.g. model.onnx")
+    parser.add_argument("--task", choices=TASKS, help="an official file's task (default: from its tensors)")
+    parser.add_argument("--stage", type=int, choices=(2,), help="an official file's stage (with --task)")
+    parser.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an official network option, as python -m diffir.convert takes it (e.g. --set scale=2)",
+    )
+    parser.add_argument("--filename", help="a Hub repository's file to export (default: its model folder)")
     parser.add_argument(
         "--no-verify",
         dest="verify",
@@ -174,19 +182,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from .api import load
     from .checkpoint import CheckpointError
+    from .convert import parse_options
 
     try:
         if args.out.suffix != ".onnx":
             raise UsageError(
                 f"--out {args.out}: give the file an .onnx suffix (infer.py / eval.py choose by it)"
             )
-        model = load(args.source)
+        official = dict(task=args.task, stage=args.stage, **parse_options(args.options))
+        model = load(args.source, filename=args.filename, **official)
         start = time.perf_counter()
         export_onnx(model, args.out)
     except (CheckpointError, ValueError, UsageError) as err:
         sys.exit(f"error: {err}")
-    size = args.out.stat().st_size
-    print(f"wrote {args.out} ({size / 2**20:.1f} MiB, {time.perf_counter() - start:.0f} s)")
+    seconds, size = time.perf_counter() - start, args.out.stat().st_size
+    config, scale = model.config, model.scale
+    shapes = {"lq": "(N, 3, H, W)", "noise": f"(N, {model.noise_dim})", "mask": "(N, 1, H, W)"}
+    inputs = ", ".join(f"{name} {shapes[name]}" for name in graph_inputs(model))
+    out = "(N, 3, H, W)" if scale == 1 else f"(N, 3, {scale}H, {scale}W)"
+    print(
+        f"wrote {args.out} ({size / 2**20:.1f} MiB, {seconds:.0f} s): DiffIR stage 2, {config['task']}"
+        f"{f' x{scale}' if config['task'] == 'sr' else ''}, {sum(p.numel() for p in model.parameters()):,} "
+        f"parameters; inputs {inputs}; output restored {out}"
+    )
     if args.verify:
         from .onnx_runtime import OnnxModel, compare_with_pytorch
 

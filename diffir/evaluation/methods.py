@@ -33,14 +33,17 @@ class Method:
     name: str
     run: Callable[[Sample], torch.Tensor]
     params: int = 0
+    counts_macs: bool = True  # False: it runs outside torch (onnxruntime), where no MACs can be counted
 
 
 def _unique_names(paths: list[Path]) -> list[str]:
-    """File stems, with as many parent folders as it takes to tell the files apart."""
+    """File stems (or names, for a model and its graph: ``sr.ckpt``, ``sr.onnx``), with as many parent folders
+    as it takes to tell the files apart."""
     for depth in range(1, max((len(p.parts) for p in paths), default=1) + 1):
-        names = ["/".join(p.with_suffix("").parts[-depth:]) for p in paths]
-        if len(set(names)) == len(names):
-            return names
+        for stem in (True, False):
+            names = ["/".join((p.with_suffix("") if stem else p).parts[-depth:]) for p in paths]
+            if len(set(names)) == len(names):
+                return names
     return [str(p) for p in paths]
 
 
@@ -50,7 +53,7 @@ def _checkpoint_method(model: Any, name: str, path: Path, cfg: DictConfig, devic
         restore_lq = pixel_runner(model, cfg)
         return Method(name, lambda sample: restore_lq(sample.lq), sum(p.numel() for p in model.parameters()))
     noise = start_noise(model, 1, cfg.seed, device)
-    if isinstance(model, OnnxModel):  # onnxruntime; FlopCounterMode sees no torch op, so no MACs are counted
+    if isinstance(model, OnnxModel):  # run by onnxruntime
         check_tile_size(cfg.tile, model, path)  # refused: the graph restores whole images
 
         def run(sample: Sample) -> torch.Tensor:
@@ -59,7 +62,7 @@ def _checkpoint_method(model: Any, name: str, path: Path, cfg: DictConfig, devic
             image = sample.lq if sample.mask is None else sample.lq[:, :3]
             return restore_image(model, image, mask=sample.mask, noise=noise)
 
-        return Method(f"{name} ({model.backend})", run, model.parameters)
+        return Method(f"{name} ({model.backend})", run, model.parameters, counts_macs=False)
     if isinstance(model, DiffIRS1):
         if cfg.tile:
             raise UsageError(f"{name} is a stage-1 checkpoint: it needs the whole GT, so it cannot be tiled")

@@ -24,7 +24,8 @@ def results_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         seconds = sum(r["seconds_per_image"] * len(r["per_image"]) for r in runs)
         images = sum(len(r["per_image"]) for r in runs)
         means = [r["mean"][m] for r in runs for m in metrics]
-        rows.append([method, *means, runs[0]["params"] / 1e6, runs[0]["macs"] / 1e9, seconds / images])
+        macs = runs[0]["macs"]  # None: not counted (a graph run by onnxruntime)
+        rows.append([method, *means, runs[0]["params"] / 1e6, macs and macs / 1e9, seconds / images])
     return columns, rows
 
 
@@ -32,6 +33,8 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
     """A markdown table; metric columns use their customary precision (PSNR .2f, SSIM .4f, ...)."""
 
     def cell(column: str, value: Any) -> str:
+        if value is None:
+            return "—"
         return (
             value if isinstance(value, str) else format(value, METRIC_FORMATS.get(column.split()[-1], ".3f"))
         )

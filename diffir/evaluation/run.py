@@ -28,7 +28,10 @@ from .samples import Sample, TestSet, build_datasets, check_fid_set_sizes, check
 log = logging.getLogger("diffir")
 
 
-def _macs(method: Method, sample: Sample) -> int:
+def _macs(method: Method, sample: Sample) -> int | None:
+    """The MACs torch executes for ``sample`` (None for a method run outside torch: shown as —)."""
+    if not method.counts_macs:
+        return None
     counter = FlopCounterMode(display=False)
     with counter:
         method.run(sample)
@@ -70,7 +73,7 @@ def evaluate_dataset(
     for suite in suites.values():
         suite.reset()
     seconds = dict.fromkeys(suites, 0.0)
-    macs: dict[str, int] = {}
+    macs: dict[str, int | None] = {}
     first_size = None
     for index, load in enumerate(tqdm(test_set.loaders, desc=name, unit="img")):
         sample = load()

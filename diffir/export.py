@@ -14,15 +14,15 @@ DiffIR file, a Hub id). The graph restores whole images of any size, as ``infer.
   a runtime needs (scale, size multiple, noise length, parameter count).
 
 Exporter: the TorchScript exporter (``torch.onnx.export(dynamo=False)``), opset 17. The torch.export-based
-exporter (``dynamo=True``, torch's default) also exports this graph and matches PyTorch to ~1e-7, but its
-symbolic-shape tracing of the in-graph padding makes it slow: 112 s for the tiny SR model against 9 s, and
-minutes for the paper models, on this 2-core CPU (torch 2.14, onnxscript 0.7). The traced graph is checked to
-generalise (tests run it at sizes and batches other than the trace's), so the faster exporter is used.
-Opset 17 is the first with ``LayerNormalization`` (one fused node instead of ~8) and is what TensorRT 8.6+,
-OpenVINO and ncnn's pnnx read; nothing here needs a later opset. The graph uses the official order of
-operations (the SR head layer by layer, the attention's output projection after ``attn @ v``): diffir's
-composed forms need in-place writes and weight scatters that trace poorly, and onnxruntime fuses the plain
-graph itself.
+exporter (``dynamo=True``, torch's default) also exports this graph, equal to PyTorch to ~1e-7, but its
+symbolic shapes (the in-graph padding makes every size an expression) make it slow: 112 s against 9 s for a
+prototype of this graph of the tiny SR ×4 model on this shared 2-core CPU (torch 2.14, onnxscript 0.7; its
+time goes to symbolic-shape bookkeeping, ~0.1 s per node), and the paper models have ~4× as many nodes. A trace can freeze a size into the graph; here any ``TracerWarning`` (what
+tracing says when it does) fails the export, and the tests run every task's graph at sizes and batches other
+than the trace's. Opset 17 is the first with ``LayerNormalization`` (one node instead of ~8); nothing here
+needs a later one, and an older opset is read by more runtimes. The graph keeps diffir's composed SR head
+and attention projection (fewer MACs, the same functions), the head's kernel composed once at export
+(:meth:`diffir.models.SRHead.freeze`).
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from .errors import UsageError
 from .io import write_atomic
 from .models import TASKS, DiffIRS1, DiffIRS2, SRHead, set_channels_last, set_composed
 from .onnx_runtime import META_CONFIG, META_VERSION, OUTPUT, example_inputs, graph_inputs
+from .pretrained import model_config_of
 from .restoration import composite, inpainting_input, restore_unchecked
 
 OPSET = 17
@@ -97,7 +98,7 @@ def _dynamic_axes(names: list[str]) -> dict[str, dict[int, str]]:
     return {**{name: axes[name] for name in names}, OUTPUT: {0: "batch", 2: "out_height", 3: "out_width"}}
 
 
-def _metadata(model: DiffIRS2, config: dict[str, Any] | None) -> dict[str, str]:
+def _metadata(model: DiffIRS2, config: dict[str, Any]) -> dict[str, str]:
     facts = {
         "scale": model.scale,
         "size_multiple": model.size_multiple,
@@ -105,23 +106,22 @@ def _metadata(model: DiffIRS2, config: dict[str, Any] | None) -> dict[str, str]:
         "noise_dim": model.noise_dim or 0,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    meta = {f"diffir.{k}": str(v) for k, v in facts.items()} | {META_VERSION: __version__}
-    if config is not None:
-        meta[META_CONFIG] = json.dumps(config, sort_keys=True)
-    return meta
+    meta = {f"diffir.{k}": str(v) for k, v in facts.items()}
+    return meta | {META_VERSION: __version__, META_CONFIG: json.dumps(config, sort_keys=True)}
 
 
 def export_onnx(model: DiffIRS2, path: str | Path, config: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` as one ONNX graph (see the module docstring); returns the path.
 
     ``config`` is the model's ``build_model`` arguments, stored as metadata so that ``infer.py`` / ``eval.py``
-    know the task (default: ``model.config``, which :func:`diffir.build_model` and :func:`diffir.load` set).
+    know the task (default: ``model.config``, which :func:`diffir.build_model` and :func:`diffir.load` set; a
+    model without one is refused).
     The file is written atomically, after ``onnx.checker`` has passed.
     """
     import onnx  # the export extra: pip install 'diffir[export]'
 
     graph = OnnxGraph(model)
-    config = config if config is not None else getattr(model, "config", None)
+    config = config if config is not None else model_config_of(model)
     inputs = example_inputs(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ PARALLEL := -n auto --dist worksteal
 # that run's report follows the suite's. Fails if either fails.
 test: setup
 	@OMP_NUM_THREADS=1 $(MAKE) --no-print-directory test-other-cpu > .test-other-cpu.log 2>&1 & other=$$!; \
-	$(PYTEST) $(PARALLEL); suite=$$?; \
+	$(PYTEST) $(PARALLEL) --durations=15; suite=$$?; \
 	wait $$other; cpu=$$?; \
 	echo "--- make test-other-cpu (run beside the suite):"; cat .test-other-cpu.log; rm -f .test-other-cpu.log; \
 	exit $$(( suite || cpu ))

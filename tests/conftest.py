@@ -48,6 +48,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A run of the numerical tests alone (make test-other-cpu: ``-m "numerics ..."``) collects only their
+    modules: importing the others (Gradio, ONNX, the CLI tests) would cost it seconds for nothing."""
+    markexpr = config.getoption("markexpr") or ""
+    if markexpr.startswith("numerics") and collection_path.suffix == ".py":
+        name = collection_path.stem
+        return name.startswith("test_") and name not in NUMERICAL_MODULES
+    return None
+
+
 def shared_path(env_var: str, default: Path, what: str) -> Path:
     """A directory from ``../shared`` (or ``$env_var``): skipped with a reason for users who cloned only the
     project, but a failure in CI (``CI=true``), where ../shared is always present."""

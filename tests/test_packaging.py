@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+import diffir
+from diffir.checkpoint import atomic_save, model_record
+from diffir.model_config import model_config
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
@@ -179,3 +183,27 @@ def test_no_code_cites_the_documents_outside_the_clone():
         if any(name in line for name in OUTSIDE_DOCS)
     ]
     assert not stale, "cite docs/method.md or docs/baselines.md instead:\n" + "\n".join(stale)
+
+
+def test_loading_and_restoring_import_neither_hydra_nor_lightning(tmp_path):
+    """The front door is light and has no side effects on import: a new interpreter loads a model file and
+    restores an image without importing Hydra, Lightning or torchvision (training and evaluation need them)."""
+    sr4 = diffir.build_model("sr", 2, 4, **diffir.model_preset("sr", "tiny"))
+    path = tmp_path / "sr4.pt"
+    atomic_save(
+        model_record(model_config("sr", 2, 4, diffir.model_preset("sr", "tiny")), sr4.state_dict()), path
+    )
+    code = (
+        "import sys, warnings, torch\n"
+        "filters = list(warnings.filters)\n"
+        "import diffir\n"
+        f"model = diffir.load({str(path)!r})\n"
+        "assert diffir.restore(model, torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)\n"
+        "print(sorted(m for m in ('hydra', 'lightning', 'torchvision', 'omegaconf') if m in sys.modules))\n"
+        "print(warnings.filters == filters)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    imported, filters_unchanged = proc.stdout.splitlines()
+    assert imported == "['omegaconf']", f"loading a model imported {imported}"  # the presets are YAML
+    assert filters_unchanged == "True", "importing or loading changed the warning filters"

@@ -6,6 +6,9 @@ DataModule needs Lightning and the Real-ESRGAN pipeline torchvision, which resto
 
 import importlib
 
+# eager: ``imresize`` is also the name of its module, which would shadow the function once imported
+from diffir.data.imresize import bicubic_downsample, bicubic_upsample, imresize, mod_crop
+
 _EXPORTS = {
     "FolderDataset": "diffir.data.datasets",
     "ImageSource": "diffir.data.datasets",
@@ -19,10 +22,6 @@ _EXPORTS = {
     "apply_kernel": "diffir.data.degradations",
     "quantize": "diffir.data.degradations",
     "random_motion_kernel": "diffir.data.degradations",
-    "bicubic_downsample": "diffir.data.imresize",
-    "bicubic_upsample": "diffir.data.imresize",
-    "imresize": "diffir.data.imresize",
-    "mod_crop": "diffir.data.imresize",
     "BoxMaskGenerator": "diffir.data.masks",
     "IrregularMaskGenerator": "diffir.data.masks",
     "MixedMaskGenerator": "diffir.data.masks",

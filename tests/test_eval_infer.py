@@ -161,11 +161,11 @@ def test_bicubic_on_set5_matches_the_published_baseline(benchmarks_dir, tmp_path
 
 
 def test_eval_cli_smoke(benchmarks_dir, tmp_path):
-    """The real command line, started as a user does (a new interpreter): Hydra's parsing of data=/paths.
-    overrides, the printed table, exit code 0."""
+    """The real command line: Hydra's parsing of data=/paths. overrides, the printed table, exit code 0 (a cold
+    start, a new interpreter, is tested by test_rough_edges' run of train.py)."""
     proc = run_script(
         "eval.py", "method=bicubic", "task=sr", "scale=4", "data=set5", f"paths.benchmarks_dir={benchmarks_dir}",
-        f"output_dir={tmp_path}", "grids=1", timeout=120, fresh=True,
+        f"output_dir={tmp_path}", "grids=1", timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "| bicubic | 28.43 | 0.8111 |" in proc.stdout

@@ -242,9 +242,9 @@ def test_help_is_a_short_page_of_keys_and_examples_that_exist(script):
     assert set(HELP_KEYS[script]) <= {key for line in keys for key, _ in line}
     compose = COMPOSE[script]
     for line in keys:  # every key and option of the page composes (an unknown one fails): the page cannot rot
-        for i, (_, options) in enumerate(line):
-            for option in options:
-                compose(*(f"{k}={option if j == i else o[0]}" for j, (k, o) in enumerate(line)))
+        widest = max((len(options) for _, options in line), default=0)
+        for n in range(widest):  # the n-th option of each key of the line, together
+            compose(*(f"{key}={options[min(n, len(options) - 1)]}" for key, options in line))
     examples = section(page, "Examples:")
     assert len(examples) == 3
     for example in examples:

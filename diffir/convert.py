@@ -35,19 +35,12 @@ def parse_options(items: list[str]) -> dict:
     return options
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m diffir.convert", description=__doc__.split("\n\n")[1])
-    parser.add_argument("checkpoint", help="official .pth / .ckpt file")
-    parser.add_argument("--task", choices=TASKS, help="default: read from the checkpoint's tensors")
+def add_official_options(parser: argparse.ArgumentParser, stages: tuple[int, ...]) -> None:
+    """``--task``, ``--stage`` and ``--set key=value`` for an official file (read with :func:`official_options`);
+    without them everything is read from the file's tensors. Shared by diffir.convert and diffir.export."""
+    parser.add_argument("--task", choices=TASKS, help="an official file's task (default: from its tensors)")
     parser.add_argument(
-        "--stage", type=int, choices=(1, 2), help="default: read from the checkpoint's tensors"
-    )
-    parser.add_argument("--out", required=True, help="where to write the diffir model file (or folder)")
-    parser.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="pth",
-        help="pth: one diffir model file (default); safetensors: a folder with config.json and model.safetensors",
+        "--stage", type=int, choices=stages, help="an official file's stage (default: from its tensors)"
     )
     parser.add_argument(
         "--set",
@@ -55,11 +48,29 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="official network option differing from the paper configuration (repeatable; needs --task, --stage)",
+        help="an official network option differing from the paper configuration (repeatable; e.g. --set scale=2)",
     )
+
+
+def official_options(args: argparse.Namespace) -> dict:
+    """The options :func:`add_official_options` parsed, as :func:`diffir.compat.load_official` takes them."""
+    return dict(task=args.task, stage=args.stage, **parse_options(args.options))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m diffir.convert", description=__doc__.split("\n\n")[1])
+    parser.add_argument("checkpoint", help="official .pth / .ckpt file")
+    parser.add_argument("--out", required=True, help="where to write the diffir model file (or folder)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="pth",
+        help="pth: one diffir model file (default); safetensors: a folder with config.json and model.safetensors",
+    )
+    add_official_options(parser, stages=(1, 2))
     args = parser.parse_args(argv)
     try:
-        model = load_official(args.checkpoint, args.task, args.stage, **parse_options(args.options))
+        model = load_official(args.checkpoint, **official_options(args))
         if args.format == "safetensors":
             save_pretrained(model, args.out)
         else:

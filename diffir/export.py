@@ -40,9 +40,10 @@ import torch
 from torch import nn
 
 from . import __version__
+from .convert import add_official_options, official_options
 from .errors import UsageError
 from .io import write_atomic
-from .models import TASKS, DiffIRS1, DiffIRS2, SRHead, set_channels_last, set_composed
+from .models import DiffIRS1, DiffIRS2, SRHead, set_channels_last, set_composed
 from .onnx_runtime import META_CONFIG, META_VERSION, OUTPUT, example_inputs, graph_inputs
 from .pretrained import model_config_of
 from .restoration import composite, inpainting_input, restore_unchecked
@@ -162,16 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("source", help="a diffir checkpoint, model file or folder, official .pth, or Hub id")
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="the output format (onnx)")
     parser.add_argument("--out", required=True, type=Path, help="the file to write, e.g. model.onnx")
-    parser.add_argument("--task", choices=TASKS, help="an official file's task (default: from its tensors)")
-    parser.add_argument("--stage", type=int, choices=(2,), help="an official file's stage (with --task)")
-    parser.add_argument(
-        "--set",
-        dest="options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an official network option, as python -m diffir.convert takes it (e.g. --set scale=2)",
-    )
+    add_official_options(parser, stages=(2,))
     parser.add_argument("--filename", help="a Hub repository's file to export (default: its model folder)")
     parser.add_argument(
         "--no-verify",
@@ -182,14 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from .api import load
     from .checkpoint import CheckpointError
-    from .convert import parse_options
 
     try:
         if args.out.suffix != ".onnx":
             raise UsageError(
                 f"--out {args.out}: give the file an .onnx suffix (infer.py / eval.py choose by it)"
             )
-        official = dict(task=args.task, stage=args.stage, **parse_options(args.options))
+        official = official_options(args)
         model = load(args.source, filename=args.filename, **official)
         start = time.perf_counter()
         export_onnx(model, args.out)

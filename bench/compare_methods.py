@@ -32,16 +32,16 @@ from hydra.utils import instantiate
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import save_image
 
+from diffir.baselines import GDP, BicubicDown, Blur, Mask, PixelDiffusion, task_operator
+from diffir.baselines.adm import ADMUNet
+from diffir.baselines.unet import UNet, unet_preset
 from diffir.checkpoint import load_model
 from diffir.config import compose_config
 from diffir.data import SamplesDataset
-from diffir.diffusion import GDP, BicubicDown, Blur, Mask, PixelDiffusion, task_operator
 from diffir.evaluation.grids import comparison_grid
 from diffir.metrics import MetricSuite, MissingWeightsError
 from diffir.model_config import model_preset
 from diffir.models import build_model
-from diffir.models.adm import ADMUNet
-from diffir.models.unet import UNet, unet_preset
 from diffir.restoration import restore, start_noise
 from diffir.summary import example_inputs, summarize
 from diffir.tasks import task_facts

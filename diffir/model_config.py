@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .diffusion import PixelDiffusion, build_pixel_diffusion
+from .baselines import PixelDiffusion, build_pixel_diffusion
 from .models import DiffIRS1, DiffIRS2, build_model
 from .models.factory import DIFFUSION_ARGS
 

@@ -42,7 +42,7 @@ from .compat import load_official
 from .models import DiffIRS1, DiffIRS2
 
 if TYPE_CHECKING:  # the baselines' module is not imported by the front door (it is light: no Lightning)
-    from .diffusion import PixelDiffusion
+    from .baselines import PixelDiffusion
 # a Hub repository id: owner/name (letters, digits, -, _, .); anything else is a local path
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")

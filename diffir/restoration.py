@@ -20,7 +20,7 @@ from .models import CPEN, DiffIRS1, DiffIRS2
 from .onnx_runtime import OnnxModel
 
 if TYPE_CHECKING:
-    from .diffusion import PixelDiffusion
+    from .baselines import PixelDiffusion
 
 PriorMode = Literal["global", "per_tile"]
 TileProgress = Callable[[int, int], None]  # (tiles done, tiles in all): the app's progress bar

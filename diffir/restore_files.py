@@ -13,9 +13,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .diffusion import PixelDiffusion
+from .baselines import PixelDiffusion
+from .baselines.evaluation import check_pixel_model, pixel_runner
 from .errors import UsageError
-from .evaluation.pixel_diffusion import check_pixel_model, pixel_runner
 from .io import find_images, find_mask, read_image, read_mask, require_writable_dir, save_png
 from .restoration import restore_one, seeded_noise
 from .runner import (

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .baselines.lit import PixelDiffusionModule
 from .callbacks import AtomicCheckpointIO, Interruption, format_metric, usable_callbacks
 from .checkpoint import (
     CheckpointError,
@@ -34,7 +35,6 @@ from .checkpoint import (
 )
 from .io import require_writable_dir
 from .lit import Stage1Module, Stage2Module
-from .lit.pixel_diffusion import PixelDiffusionModule
 from .metrics import MissingWeightsError
 from .model_config import CONF_DIR, build_from_config, model_config
 from .models import DiffIRS1, DiffIRS2

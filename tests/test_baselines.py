@@ -9,8 +9,7 @@ import pytest
 import torch
 from numerics import assert_float32_close, float32_tolerance
 
-from diffir.data import apply_kernel, imresize
-from diffir.diffusion import (
+from diffir.baselines import (
     GDP,
     SR3,
     BicubicDown,
@@ -30,8 +29,9 @@ from diffir.diffusion import (
     space_timesteps,
     task_operator,
 )
-from diffir.models.adm import ADMUNet
-from diffir.models.unet import UNet, unet_preset
+from diffir.baselines.adm import ADMUNet
+from diffir.baselines.unet import UNet, unet_preset
+from diffir.data import apply_kernel, imresize
 from diffir.summary import summarize
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 from numerics import assert_float32_close
 from PIL import Image
 
+from diffir.baselines import SR3, Blur, ConditionalDDPM, DDPMPrior, task_operator
 from diffir.checkpoint import atomic_save, load_model, model_record, read_checkpoint
 from diffir.config import compose_config
-from diffir.diffusion import SR3, Blur, ConditionalDDPM, DDPMPrior, task_operator
 from diffir.errors import UsageError
 from diffir.evaluation import evaluate
 from diffir.model_config import CONF_DIR
@@ -178,7 +178,7 @@ def test_baseline_misuse_is_a_one_line_error(tmp_path, baselines, odd_photo):
 
 
 def test_gdp_deblurs_with_the_known_kernel_of_the_synthetic_blur(tmp_path, baselines, odd_photo, monkeypatch):
-    import diffir.evaluation.pixel_diffusion as pixel
+    import diffir.baselines.evaluation as pixel
 
     operators = []
 

@@ -90,7 +90,7 @@ def test_save_then_load_gives_the_same_model(tmp_path, task, stage, scale):
 
 
 def test_a_pixel_diffusion_baseline_saves_and_loads_too(tmp_path):
-    from diffir.diffusion import SR3
+    from diffir.baselines import SR3
 
     model = SR3(task="sr", scale=4, unet={"preset": "xs"})
     loaded, config = load_model(diffir.save_pretrained(model, tmp_path / "sr3"))

@@ -12,14 +12,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from ..baselines import PixelDiffusion
+from ..baselines.evaluation import check_pixel_model, gdp_runner, pixel_runner
 from ..data import bicubic_upsample
-from ..diffusion import PixelDiffusion
 from ..errors import UsageError
 from ..models import DiffIRS1
 from ..onnx_runtime import OnnxModel
 from ..restoration import restore, restore_image, restore_tiled, start_noise
 from ..runner import check_tile_size, load_checkpoint
-from .pixel_diffusion import check_pixel_model, gdp_runner, pixel_runner
 from .protocol import as_list, task_config
 from .samples import Sample
 

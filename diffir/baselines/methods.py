@@ -3,8 +3,12 @@
 Each holds its U-Net and schedules and knows three things: its training loss on a (GT, LQ) batch, how to
 restore an LQ batch of any size (``restore``), and its own description (``config``) so a checkpoint rebuilds
 it (:func:`build_pixel_diffusion`). Images enter in [0, 1] and are mapped to [−1, 1] inside the diffusion.
-The condition is an image at output size: the MATLAB-bicubic upsampled LR (SR, the same upsampler in
-training and test), the blurred image (deblurring), or the masked image plus the mask (inpainting, 7 inputs).
+The condition is an image at output size: the MATLAB-bicubic upsampled LR (a task that resizes: SR, the same
+upsampler in training and test), the degraded image itself (deblurring), and the mask beside the masked image
+when the task's input has a fourth channel (inpainting: 7 U-Net inputs); :mod:`diffir.tasks` holds these facts.
+
+The defaults of the constructors below are the methods' published settings and the one place they are
+written: ``conf/method/*.yaml`` names only the task, scale and U-Net preset of a run.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.imresize import imresize
-from ..models.unet import UNet, unet_preset
 from ..restoration import pad_to_multiple
+from ..tasks import task_facts
 from .samplers import Sampler
 from .schedules import NoiseSchedule, sample_noise_level, space_timesteps
+from .unet import UNet, unet_preset
 
-TASK_CONDITION_CHANNELS = {"sr": 3, "deblur": 3, "inpainting": 4, "prior": 0}
+TASKS = ("sr", "deblur", "inpainting")  # the tasks of the conditional baselines (realsr: no paired LQ)
+PRIOR = "prior"  # the "task" of GDP's unconditional prior: no condition image
 LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
+# the image-conditioned DDPM's DDIM steps (ddim50), also when DDIM samples a model that DDPM samples by default
+DDIM_STEPS = 50
 
 
 def _check(name: str, value: Any, allowed: tuple) -> None:
@@ -37,12 +45,15 @@ class PixelDiffusion(nn.Module):
 
     def __init__(self, task: str, scale: int, unet: dict[str, Any], emb_act: bool) -> None:
         super().__init__()
-        _check("task", task, tuple(TASK_CONDITION_CHANNELS))
-        self.task, self.scale = task, int(scale) if task == "sr" else 1
+        _check("task", task, (*TASKS, PRIOR))
+        self.facts = None if task == PRIOR else task_facts(task)
+        self.task = task
+        self.scale = self.facts.output_scale(scale) if self.facts else 1
         unet = dict(unet)
         preset = unet.pop("preset", None)
         self.unet_args = {**(unet_preset(preset) if preset else {}), **unet}
-        self.unet_args.update(in_channels=3 + TASK_CONDITION_CHANNELS[task], out_channels=3, emb_act=emb_act)
+        condition_channels = self.facts.input_channels if self.facts else 0
+        self.unet_args.update(in_channels=3 + condition_channels, out_channels=3, emb_act=emb_act)
         self.unet = UNet(**self.unet_args)
 
     @property
@@ -51,13 +62,12 @@ class PixelDiffusion(nn.Module):
 
     def condition(self, lq: torch.Tensor) -> torch.Tensor | None:
         """The conditioning image at output size, RGB in [−1, 1] (plus the 0/1 mask for inpainting)."""
-        if self.task == "prior":
+        if self.facts is None:
             return None
-        if self.task == "sr":
+        if self.facts.resizes:
             return imresize(lq, float(self.scale)) * 2 - 1
-        if self.task == "inpainting":
-            return torch.cat([lq[:, :3] * 2 - 1, lq[:, 3:4]], dim=1)
-        return lq * 2 - 1
+        rgb = lq[:, :3] * 2 - 1
+        return rgb if self.facts.input_channels == 3 else torch.cat([rgb, lq[:, 3:]], dim=1)  # + the 0/1 mask
 
     def network(self, x: torch.Tensor, cond: torch.Tensor | None, level: torch.Tensor) -> torch.Tensor:
         return self.unet(x if cond is None else torch.cat([cond, x], dim=1), level)
@@ -84,8 +94,15 @@ class PixelDiffusion(nn.Module):
         return ((x[..., :h, :w] + 1) / 2).clamp(0, 1)
 
     def config(self) -> dict[str, Any]:
-        """The arguments that rebuild this module (saved in checkpoints)."""
-        raise NotImplementedError
+        """The arguments that rebuild this module (saved in checkpoints): its method, task, scale, U-Net and
+        the method's ``options``."""
+        return {
+            "method": self.method,
+            "task": self.task,
+            "scale": self.scale,
+            "unet": self.unet_args,
+            **self.options,
+        }
 
 
 class SR3(PixelDiffusion):
@@ -100,7 +117,8 @@ class SR3(PixelDiffusion):
         self,
         task: str = "sr",
         scale: int = 4,
-        unet: dict[str, Any] | None = None,
+        *,
+        unet: dict[str, Any],
         train_timesteps: int = 2000,
         train_beta: tuple[float, float] = (1e-6, 1e-2),
         level: str = "gamma",
@@ -109,7 +127,7 @@ class SR3(PixelDiffusion):
         infer_beta: tuple[float, float] = (1e-4, 0.2),
         steps: int = 100,
     ) -> None:
-        super().__init__(task, scale, unet or {"preset": "s"}, emb_act=False)
+        super().__init__(task, scale, unet, emb_act=False)
         _check("level", level, ("gamma", "sqrt_gamma"))
         _check("loss", loss, tuple(LOSSES))
         self.train_schedule = NoiseSchedule.linear(train_timesteps, *train_beta)
@@ -143,15 +161,6 @@ class SR3(PixelDiffusion):
         levels = self.level(schedule.alphas_cumprod.float()).tolist()
         return Sampler(schedule, "ddpm"), levels
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "task": self.task,
-            "scale": self.scale,
-            "unet": self.unet_args,
-            **self.options,
-        }
-
 
 class ConditionalDDPM(PixelDiffusion):
     """The image-conditioned DDPM (seed 002): ε_θ(cat[x̂, x_t], t) with integer t, L2 on ε, T = 1000 linear
@@ -164,15 +173,16 @@ class ConditionalDDPM(PixelDiffusion):
         self,
         task: str = "sr",
         scale: int = 4,
-        unet: dict[str, Any] | None = None,
+        *,
+        unet: dict[str, Any],
         timesteps: int = 1000,
         beta: tuple[float, float] = (1e-4, 0.02),
         loss: str = "l2",
         sampler: str = "ddim",
-        steps: int = 50,
+        steps: int = DDIM_STEPS,
         eta: float = 0.0,
     ) -> None:
-        super().__init__(task, scale, unet or {"preset": "s"}, emb_act=True)
+        super().__init__(task, scale, unet, emb_act=True)
         _check("loss", loss, tuple(LOSSES))
         _check("sampler", sampler, ("ddpm", "ddim"))
         self.schedule = NoiseSchedule.linear(timesteps, *beta)
@@ -198,7 +208,7 @@ class ConditionalDDPM(PixelDiffusion):
         _check("sampler", kind, ("ddpm", "ddim"))
         steps = steps or (self.options["steps"] if kind == self.options["sampler"] else None)
         total = self.schedule.num_timesteps
-        steps = steps or (total if kind == "ddpm" else 50)
+        steps = steps or (total if kind == "ddpm" else DDIM_STEPS)
         try:
             taus = space_timesteps(total, f"ddim{steps}" if kind == "ddim" else steps)
         except ValueError:
@@ -207,22 +217,13 @@ class ConditionalDDPM(PixelDiffusion):
         eta = self.options["eta"] if eta is None else eta
         return Sampler(schedule, kind, eta=1.0 if kind == "ddpm" else eta), [float(t) for t in taus]
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "task": self.task,
-            "scale": self.scale,
-            "unet": self.unet_args,
-            **self.options,
-        }
-
 
 class DDPMPrior(ConditionalDDPM):
     """GDP's unconditional ε-DDPM prior on clean images (T = 1000, linear, L2; σ² = β̃ with GD's clipped log)."""
 
     method = "ddpm_prior"
 
-    def __init__(self, unet: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, unet: dict[str, Any], **kwargs: Any) -> None:
         kwargs.pop("task", None)
         kwargs.pop("scale", None)
         kwargs.setdefault("sampler", "ddpm")
@@ -242,11 +243,6 @@ class DDPMPrior(ConditionalDDPM):
         x_t = self.schedule.q_sample(x0, steps, noise)
         x0_hat = self.schedule.predict_x0(x_t, steps, self.eps(x_t, t)).clamp(-1, 1)
         return ((x0_hat[..., :h, :w] + 1) / 2).clamp(0, 1)
-
-    def config(self) -> dict[str, Any]:
-        config = super().config()
-        config.update(task="prior", scale=1)
-        return config
 
 
 PIXEL_METHODS: dict[str, type[PixelDiffusion]] = {

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ..diffusion import GDP, DDPMPrior, PixelDiffusion, task_operator
 from ..errors import UsageError
 from ..runner import load_checkpoint
+from .gdp import GDP, task_operator
+from .methods import DDPMPrior, PixelDiffusion
 
 
 def sampler_options(cfg: DictConfig) -> dict[str, Any]:

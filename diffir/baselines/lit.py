@@ -16,14 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..diffusion import DDPMPrior, PixelDiffusion
-from .base import RestorationModule
+from ..lit.base import RestorationModule
+from .methods import DDPMPrior, PixelDiffusion
 
 
 class PixelDiffusionModule(RestorationModule):
-    """``net`` is a :class:`~diffir.diffusion.PixelDiffusion`; ``model_config`` its ``config()``."""
+    """``net`` is a :class:`~diffir.baselines.PixelDiffusion`; ``model_config`` its ``config()``; ``val_steps``
+    and ``val_t`` are the ``baseline`` section's (conf/method/common/baseline.yaml)."""
 
-    def __init__(self, *args: Any, val_steps: int | None = 20, val_t: int = 300, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, val_steps: int | None, val_t: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.net, PixelDiffusion):
             raise TypeError(

@@ -5,14 +5,16 @@
 
 Every method trains on the bundled photos (``data=samples``) with the project's training loop for the same
 CPU budget (``--budget`` seconds of wall clock each, or ``--steps`` steps each; DiffIR splits its budget
-60/40 between its two stages, GDP spends it on its unconditional prior), is evaluated on centre crops of
-the held-out photos, and goes into one table (Markdown, CSV, JSON): parameters, network evaluations (NFE)
-per image, MACs per image at a stated output size (``--macs-size``, default 256², i.e. LQ 64² for SR ×4;
-torch's FLOP counter, as ``diffir.summary``), measured seconds per image on this machine, PSNR / SSIM
-(LPIPS when its weights are installed), and each cost as a ratio to DiffIR. Rows for the published
-configurations (the DiffIR paper model, SR3 at paper size, GDP with the ImageNet ADM-256 prior) come from
-FLOP counts alone. It also draws quality against MACs per image on a log axis and a grid of every method's
-output on the same held-out crop.
+60/40 between its two stages, GDP spends it on its unconditional prior), then is scored by the project's
+evaluation, the code behind ``eval.py`` (:func:`diffir.evaluation.evaluate`: one run per method, whose
+``python eval.py ...`` command is printed and saved), on centre crops of the held-out photos: the same
+degradation, seed, metric protocol of the task (PSNR / SSIM, LPIPS when its weights are installed) and
+timing as ``eval.py``. One table (Markdown, CSV, JSON) then holds parameters, network evaluations (NFE) per
+image, MACs per image at a stated output size (``--macs-size``, default 256², i.e. LQ 64² for SR ×4; torch's
+FLOP counter, as ``diffir.summary``), the measured seconds per image on this machine, the quality, and each
+cost as a ratio to DiffIR. Rows for the published configurations (the DiffIR paper model, SR3 at paper size,
+GDP with the ImageNet ADM-256 prior) come from FLOP counts alone. It also draws quality against MACs per
+image on a log axis and a grid of every method's output on the same held-out crop.
 """
 
 from __future__ import annotations
@@ -21,28 +23,29 @@ import argparse
 import csv
 import json
 import math
-import time
-from collections.abc import Callable
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import save_image
 
-from diffir.baselines import GDP, BicubicDown, Blur, Mask, PixelDiffusion, task_operator
+from diffir.baselines import GDP, UNet, task_operator, unet_preset
 from diffir.baselines.adm import ADMUNet
-from diffir.baselines.unet import UNet, unet_preset
-from diffir.checkpoint import load_model
+from diffir.checkpoint import atomic_save, load_record, read_model_record
 from diffir.config import compose_config
 from diffir.data import SamplesDataset
-from diffir.evaluation.grids import comparison_grid
-from diffir.metrics import MetricSuite, MissingWeightsError
-from diffir.model_config import model_preset
-from diffir.models import build_model
-from diffir.restoration import restore, start_noise
+from diffir.evaluation import comparison_grid, evaluate, markdown_table
+from diffir.evaluation.protocol import task_config
+from diffir.evaluation.samples import build_datasets
+from diffir.io import read_image, save_png
+from diffir.model_config import CONF_DIR, build_from_config, model_config, model_preset
 from diffir.summary import example_inputs, summarize
 from diffir.tasks import task_facts
 from diffir.training import train
@@ -114,121 +117,118 @@ def train_all(args: argparse.Namespace, s: dict) -> dict[str, Path]:
     return ckpts
 
 
-def held_out(task: str, scale: int, crop: int) -> list[dict[str, Any]]:
-    """Centre crops of the held-out photos, degraded by the task's degradation with a seed per image (the
-    blur kernel and the mask are kept: GDP needs them as its known operator)."""
-    cfg = compose_config([f"task={task}", f"scale={scale}"])
-    degradation = instantiate(cfg.degradation, _convert_="object")
+def held_out(task: str, scale: int, crop: int, folder: Path) -> Path:
+    """Centre crops of the held-out photos, written as the clean images that ``eval.py data=folder`` degrades
+    (with the task's degradation, seeded per image, as for any folder)."""
+    degradation = instantiate(task_config(task, scale).degradation, _convert_="object")
     photos = SamplesDataset("val", degradation, scale=scale, center_crop=crop)
-    samples = []
     for index in range(len(photos)):
         item = photos[index]
-        gt = item["gt"]
-        out = degradation(gt.permute(1, 2, 0).numpy(), np.random.default_rng(1000 + index))
-        lq = torch.from_numpy(np.ascontiguousarray(out["lq"].transpose(2, 0, 1)))[None]
-        samples.append(
-            {
-                "name": item["name"],
-                "gt": gt[None],
-                "lq": lq,
-                "kernel": out.get("kernel"),
-                "mask": out.get("mask"),
-            }
-        )
-    return samples
+        save_png(item["gt"], folder / f"{item['name']}.png")
+    return folder
 
 
-def runners(
-    ckpts: dict[str, Path], task: str, scale: int, s: dict
-) -> dict[str, tuple[Callable[[dict], torch.Tensor], Any, int]]:
-    """``name -> (restore(sample), model, NFE)`` for every trained method."""
-    diffir = load_model(ckpts["DiffIR"])[0]
-    sr3, cddpm = load_model(ckpts["SR3"])[0], load_model(ckpts["cDDPM"])[0]
-    prior = load_model(ckpts["GDP prior"])[0]
+@dataclass
+class Trained:
+    """A trained method: the network its costs are counted on, its NFE and the ``eval.py`` overrides that
+    score it."""
+
+    config: dict[str, Any]  # the model record's config (GDP: its prior's)
+    nfe: int
+    guided: bool  # GDP: each step also applies the operator and its transpose
+    eval_overrides: list[str]
+
+
+def slug(name: str) -> str:
+    """A method name as a file or folder name: ``cDDPM (DDIM)`` -> ``cDDPM_DDIM``."""
+    return re.sub(r"\W+", "_", name).strip("_")
+
+
+def trained_methods(
+    ckpts: dict[str, Path], task: str, scale: int, s: dict, folder: Path
+) -> dict[str, Trained]:
+    """Every trained method with the sampler settings of ``s``, as ``eval.py`` runs it: each run's model record
+    (its EMA weights, what eval.py reads from the checkpoint) is written to ``folder`` as a model file, so the
+    evaluations do not unpickle the training state again."""
+    files, records = {}, {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for label, ckpt in ckpts.items():
+        records[label] = read_model_record(ckpt)
+        files[label] = folder / f"{slug(label)}.pt"
+        atomic_save(records[label], files[label])
+    sr3, cddpm, prior = (load_record(records[label], ckpts[label]) for label in ("SR3", "cDDPM", "GDP prior"))
     gdp = GDP(prior, task=task, steps=s["gdp_steps"])
-
-    def gen(index: int) -> torch.Generator:
-        return torch.Generator().manual_seed(index)
-
-    def run_gdp(sample: dict) -> torch.Tensor:
-        mask = None if sample["mask"] is None else torch.from_numpy(sample["mask"])[None]
-        operator, y = task_operator(task, sample["lq"], scale, mask, sample["kernel"])
-        return gdp.restore(y, operator, tuple(sample["gt"].shape[-2:]), gen(sample["index"]))[0]
-
+    gdp_steps = [f"steps={s['gdp_steps']}"] if s["gdp_steps"] else []
     return {
-        "DiffIR": (
-            lambda x: restore(diffir, x["lq"], noise=start_noise(diffir, 1, x["index"])),
-            diffir,
-            1,
+        "DiffIR": Trained(records["DiffIR"]["config"], 1, False, [f"ckpt={files['DiffIR']}"]),
+        "SR3": Trained(
+            records["SR3"]["config"], sr3.sampler(steps=s["sr3_steps"])[0].steps, False,
+            [f"ckpt={files['SR3']}", f"steps={s['sr3_steps']}"],
         ),
-        "SR3": (lambda x: sr3.restore(x["lq"], gen(x["index"]), steps=s["sr3_steps"]), sr3, s["sr3_steps"]),
-        "cDDPM (DDIM)": (
-            lambda x: cddpm.restore(x["lq"], gen(x["index"]), sampler="ddim", steps=s["ddim_steps"]),
-            cddpm,
-            s["ddim_steps"],
+        "cDDPM (DDIM)": Trained(
+            records["cDDPM"]["config"], cddpm.sampler(sampler="ddim", steps=s["ddim_steps"])[0].steps, False,
+            [f"ckpt={files['cDDPM']}", "sampler=ddim", f"steps={s['ddim_steps']}"],
         ),
-        "GDP-x0": (run_gdp, gdp, gdp.sampler()[0].steps),
-    }
+        "GDP-x0": Trained(
+            records["GDP prior"]["config"], gdp.sampler()[0].steps, True,
+            ["method=gdp", f"prior_ckpt={files['GDP prior']}", f"task={task}", f"scale={scale}", *gdp_steps],
+        ),
+    }  # fmt: skip
 
 
 # --- costs ------------------------------------------------------------------------------------------------
-def diffir_macs(model: Any, task: str, scale: int, size: int) -> int:
-    return summarize(model, example_inputs(model, task, scale, size))["macs"]
+def network_cost(config: dict[str, Any], task: str, scale: int, size: int) -> tuple[int, int]:
+    """Parameters and MACs of one call of the network ``config`` describes at ``size``² output, counted on the
+    meta device (no weights, no arithmetic): DiffIR's whole model, or a baseline's U-Net on cat[condition, x_t]
+    and the noise level."""
+    with torch.device("meta"):
+        if "method" in config:  # a pixel-diffusion baseline's record
+            net = UNet(**config["unet"])
+            inputs = (torch.zeros(1, net.in_channels, size, size), torch.zeros(1))
+        else:
+            net = build_from_config(config).eval()
+            inputs = example_inputs(net, task, scale, size)
+        return sum(p.numel() for p in net.parameters()), summarize(net, inputs)["macs"]
 
 
 def guidance_macs(task: str, scale: int, size: int) -> int:
-    """D and Dᵀ of one GDP step (the guidance gradient) at ``size``² output, with the FLOP counter."""
+    """D and Dᵀ of one GDP step (the guidance gradient) at ``size``² output, with the FLOP counter: the task's
+    operator of :func:`task_operator` (deblurring: a 31×31 kernel, as the synthetic blur's)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.rand(1, 3, size, size, requires_grad=True)
-    operator = {
-        "sr": BicubicDown(scale),
-        "deblur": Blur(torch.full((31, 31), 1 / 961)),
-        "inpainting": Mask(torch.zeros(1, 1, size, size)),
-    }[task]
+    lq = torch.rand(1, task_facts(task).input_channels, size // scale, size // scale)
+    mask, kernel = torch.zeros(1, 1, size, size), torch.full((31, 31), 1 / 961)
+    operator, y = task_operator(task, lq, scale, mask, kernel)
     counter = FlopCounterMode(display=False)
     with counter:
-        loss = (operator(x) ** 2).mean()
+        loss = ((operator(x) - y) ** 2).mean()
         loss.backward()
     return counter.get_total_flops() // 2
 
 
-def cost_rows(
-    run: dict[str, tuple[Callable, Any, int]], task: str, scale: int, size: int
-) -> dict[str, dict[str, Any]]:
+def cost_rows(trained: dict[str, Trained], task: str, scale: int, size: int) -> dict[str, dict[str, Any]]:
     """Parameters, NFE and MACs per image at ``size``² output of every trained method."""
     rows = {}
-    for name, (_, model, nfe) in run.items():
-        if isinstance(model, GDP):
-            per_nfe = unet_macs_of(model.prior, size) + guidance_macs(task, scale, size)
-            params = sum(p.numel() for p in model.prior.parameters())
-        elif isinstance(model, PixelDiffusion):
-            per_nfe, params = unet_macs_of(model, size), sum(p.numel() for p in model.parameters())
-        else:
-            per_nfe, params = (
-                diffir_macs(model, task, scale, size),
-                sum(p.numel() for p in model.parameters()),
-            )
-        rows[name] = {"params": params, "nfe": nfe, "macs_per_nfe": per_nfe, "macs": per_nfe * nfe}
+    for name, method in trained.items():
+        params, per_nfe = network_cost(method.config, task, scale, size)
+        if method.guided:
+            per_nfe += guidance_macs(task, scale, size)
+        rows[name] = {
+            "params": params,
+            "nfe": method.nfe,
+            "macs_per_nfe": per_nfe,
+            "macs": per_nfe * method.nfe,
+        }
     return rows
-
-
-def unet_macs_of(model: PixelDiffusion, size: int) -> int:
-    with torch.device("meta"):
-        net = UNet(**model.unet_args)
-        return summarize(net, (torch.zeros(1, net.in_channels, size, size), torch.zeros(1)))["macs"]
 
 
 def published_rows(task: str, scale: int, size: int) -> dict[str, dict[str, Any]]:
     """The published configurations, from FLOP counts alone (no training, no weights)."""
-    paper = build_model(task, 2, scale, **model_preset(task, "paper")).eval()
-    rows = {
-        "DiffIR (paper model)": {
-            "params": sum(p.numel() for p in paper.parameters()),
-            "nfe": 1,
-            "macs_per_nfe": diffir_macs(paper, task, scale, size),
-        }
-    }
+    paper_params, paper_macs = network_cost(
+        model_config(task, 2, scale, model_preset(task, "paper")), task, scale, size
+    )
+    rows = {"DiffIR (paper model)": {"params": paper_params, "nfe": 1, "macs_per_nfe": paper_macs}}
     with torch.device("meta"):
         sr3 = UNet(**unet_preset("sr3_paper_64_256"))
         adm = ADMUNet()
@@ -251,47 +251,48 @@ def published_rows(task: str, scale: int, size: int) -> dict[str, dict[str, Any]
     return rows
 
 
-# --- quality ----------------------------------------------------------------------------------------------
-def metric_suite(task: str, scale: int) -> MetricSuite:
-    """The task's PSNR/SSIM convention, plus LPIPS when its weights are installed."""
-    cfg = compose_config([f"task={task}", f"scale={scale}"])
-    args = dict(crop_border=int(cfg.metrics.crop_border), test_y_channel=bool(cfg.metrics.test_y_channel))
-    try:
-        return MetricSuite(["psnr", "ssim", "lpips"], **args)
-    except MissingWeightsError as err:
-        if not _warned:
-            print(f"LPIPS skipped: {str(err).splitlines()[0]}")
-            _warned.append(True)
-        return MetricSuite(["psnr", "ssim"], **args)
+# --- quality: eval.py's evaluation ------------------------------------------------------------------------
+def eval_config(overrides: list[str]) -> DictConfig:
+    """The ``eval.py`` config of these overrides (conf/eval/eval.yaml), composed as ``eval.py`` composes it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR / "eval"), version_base="1.3"):
+        return compose("eval", overrides=overrides)
 
 
-_warned: list[bool] = []  # the missing-LPIPS message is printed once
+def evaluate_all(trained: dict[str, Trained], crops: Path, out: Path) -> tuple[dict[str, Any], list[str]]:
+    """Each method scored by one ``eval.py`` run (:func:`diffir.evaluation.evaluate`) on the held-out crops,
+    on the CPU; returns ``name -> its eval.py results`` (with the command) and the metrics reported."""
+    measured, metrics = {}, []
+    for name, method in trained.items():
+        overrides = [*method.eval_overrides, "data=folder", f"data.root={crops}", "device=cpu", "grids=0"]
+        output_dir = out / "eval" / slug(name)
+        command = "python eval.py " + " ".join([*overrides, f"output_dir={output_dir}"])
+        print(f"{name}: {command}")
+        results = evaluate(eval_config([*overrides, f"output_dir={output_dir}"]))
+        (row,) = results["datasets"]["folder"].values()
+        measured[name] = {**row, "eval": command, "output_dir": output_dir}
+        metrics = results["metrics"]
+    return measured, metrics
 
 
-@torch.no_grad()
-def evaluate(run: dict, samples: list[dict], task: str, scale: int) -> tuple[dict, dict]:
-    """Quality and seconds per image of every method; returns (table, outputs of the first sample)."""
-    table, first = {}, {}
-    for name, (restore_fn, _, _) in run.items():
-        suite, seconds = metric_suite(task, scale), 0.0
-        for index, sample in enumerate(samples):
-            sample["index"] = index
-            start = time.perf_counter()
-            out = restore_fn(sample).clamp(0, 1)
-            seconds += time.perf_counter() - start
-            if sample["mask"] is not None:  # LaMa's `inpainted`: the known pixels are the input's
-                mask = torch.from_numpy(sample["mask"])[None]
-                out = out * mask + sample["gt"] * (1 - mask)
-            suite.update(out, sample["gt"], names=[sample["name"]])
-            if index == 0:
-                first[name] = out
-        table[name] = {**suite.compute(), "seconds": seconds / len(samples)}
-        print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in table[name].items()))
-    return table, first
+def grid_of_first_crop(
+    measured: dict[str, Any], cfg: DictConfig, task: str, scale: int, width: int
+) -> torch.Tensor:
+    """LQ | every method | GT on the first held-out crop: the input as ``eval.py`` built it, the outputs as it
+    saved them."""
+    (test_set,) = build_datasets(cfg, task, scale, task_config(task, scale), torch.device("cpu")).values()
+    sample = test_set.loaders[0]()
+    outputs = [
+        read_image(next((row["output_dir"] / "images" / "folder").glob(f"*/{sample.name}.png")))[0]
+        for row in measured.values()
+    ]
+    return comparison_grid(sample.lq, outputs, sample.gt, width=width, labels=["LQ", *measured, "GT"])
 
 
 # --- report -----------------------------------------------------------------------------------------------
-def build_table(measured: dict, costs: dict, published: dict, budget: str) -> list[dict[str, Any]]:
+def build_table(
+    measured: dict, metrics: list[str], costs: dict, published: dict, budget: str
+) -> list[dict[str, Any]]:
     """One row per method (measured, then published), each cost also as a ratio to DiffIR."""
     base, paper = costs["DiffIR"], published["DiffIR (paper model)"]
     rows = []
@@ -302,12 +303,14 @@ def build_table(measured: dict, costs: dict, published: dict, budget: str) -> li
                 "method": name,
                 "kind": f"trained here ({budget})",
                 **cost,
-                "seconds_per_image": quality["seconds"],
-                **{k: v for k, v in quality.items() if k != "seconds"},
+                "seconds_per_image": quality["seconds_per_image"],
+                **{m: quality["mean"][m] for m in metrics},
                 "params_vs_diffir": cost["params"] / base["params"],
                 "macs_vs_diffir": cost["macs"] / base["macs"],
                 "macs_vs_diffir_paper": cost["macs"] / paper["macs"],
-                "seconds_vs_diffir": quality["seconds"] / measured["DiffIR"]["seconds"],
+                "seconds_vs_diffir": quality["seconds_per_image"] / measured["DiffIR"]["seconds_per_image"],
+                "eval": quality["eval"],  # the eval.py command that scored it, and where it wrote its results
+                "eval_output_dir": str(quality["output_dir"]),
             }
         )
     for name, cost in published.items():
@@ -331,8 +334,7 @@ def human(value: float) -> str:
     return f"{value:.3g}"
 
 
-COLUMNS = [
-    ("method", "method", str),
+COST_COLUMNS = [  # (key, column, format); the metric columns follow, formatted as eval.py's table
     ("params", "params", lambda v: f"{v:,}"),
     ("nfe", "NFE", str),
     ("macs", "MACs/image", human),
@@ -340,19 +342,21 @@ COLUMNS = [
     ("macs_vs_diffir_paper", "÷ DiffIR paper", lambda v: f"{v:,.3g}×"),
     ("seconds_per_image", "s/image", lambda v: f"{v:.3g}"),
     ("seconds_vs_diffir", "s ÷ DiffIR", lambda v: f"{v:,.3g}×"),
-    ("psnr", "PSNR", lambda v: f"{v:.2f}"),
-    ("ssim", "SSIM", lambda v: f"{v:.4f}"),
-    ("lpips", "LPIPS", lambda v: f"{v:.4f}"),
 ]
 
 
-def markdown(rows: list[dict[str, Any]], header: str) -> str:
-    columns = [c for c in COLUMNS if any(c[0] in r for r in rows)]
-    lines = [header, "", "| " + " | ".join(c[1] for c in columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [fmt(row[key]) if key in row else "–" for key, _, fmt in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def markdown(rows: list[dict[str, Any]], metrics: list[str], header: str) -> str:
+    """``header`` and the table, by eval.py's markdown writer (:func:`diffir.evaluation.markdown_table`)."""
+    columns = ["method", *(title for _, title, _ in COST_COLUMNS), *metrics]
+    cells = [
+        [
+            row["method"],
+            *(fmt(row[key]) if key in row else None for key, _, fmt in COST_COLUMNS),
+            *(row.get(metric) for metric in metrics),
+        ]
+        for row in rows
+    ]
+    return f"{header}\n\n{markdown_table(columns, cells)}\n"
 
 
 def plot_quality_vs_macs(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
@@ -436,21 +440,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     budget = f"{args.steps} steps each" if args.steps else f"{args.budget:.0f} s of training each"
 
     ckpts = train_all(args, s)
-    run = runners(ckpts, args.task, scale, s)
-    samples = held_out(args.task, scale, args.crop)
-    measured, first = evaluate(run, samples, args.task, scale)
+    trained = trained_methods(ckpts, args.task, scale, s, args.out / "models")
+    crops = held_out(args.task, scale, args.crop, args.out / "held_out")
+    measured, metrics = evaluate_all(trained, crops, args.out)
     rows = build_table(
         measured,
-        cost_rows(run, args.task, scale, args.macs_size),
+        metrics,
+        cost_rows(trained, args.task, scale, args.macs_size),
         published_rows(args.task, scale, args.macs_size),
         budget,
     )
     header = (
-        f"Task {args.task}{f' ×{scale}' if scale > 1 else ''} on {len(samples)} held-out photo crops of "
-        f"{args.crop}² (GT); training budget: {budget}, batch {s['batch']}, patch {s['patch']}, "
-        f"{torch.get_num_threads()} CPU threads. MACs per image at {args.macs_size}² output."
+        f"Task {args.task}{f' ×{scale}' if scale > 1 else ''} on {len(list(crops.iterdir()))} held-out photo "
+        f"crops of {args.crop}² (GT), scored by eval.py's evaluation (its commands: compare.json); training "
+        f"budget: {budget}, batch {s['batch']}, patch {s['patch']}, {torch.get_num_threads()} CPU threads. "
+        f"MACs per image at {args.macs_size}² output."
     )
-    text = markdown(rows, header)
+    text = markdown(rows, metrics, header)
     print("\n" + text)
     (args.out / "compare.md").write_text(text)
     (args.out / "compare.json").write_text(json.dumps({"setup": header, "rows": rows}, indent=2))
@@ -458,16 +464,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
-    plot_quality_vs_macs(rows, "psnr", args.out / "quality_vs_macs.png")
-    sample = samples[0]
-    grid = comparison_grid(
-        sample["lq"],
-        list(first.values()),
-        sample["gt"],
-        width=max(128, args.crop),
-        labels=["LQ", *first, "GT"],
+    plot_quality_vs_macs(rows, "psnr" if "psnr" in metrics else metrics[0], args.out / "quality_vs_macs.png")
+    folder = eval_config(["data=folder", f"data.root={crops}"])
+    save_image(
+        grid_of_first_crop(measured, folder, args.task, scale, max(128, args.crop)), args.out / "grid.png"
     )
-    save_image(grid, args.out / "grid.png")
     print(f"wrote {args.out}/compare.md|csv|json, quality_vs_macs.png, grid.png")
     return rows
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -45,5 +46,13 @@ def test_compare_methods_tiny_writes_a_row_per_method_with_finite_numbers(tmp_pa
     with (tmp_path / "compare.csv").open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     assert "| GDP-x0 |" in (tmp_path / "compare.md").read_text()
+    # the quality is eval.py's: each trained row is one eval.py run, whose results it repeats
+    for name in trained:
+        results = json.loads((Path(by_name[name]["eval_output_dir"]) / "metrics.json").read_text())
+        (scored,) = results["datasets"]["folder"].values()
+        assert (
+            by_name[name]["eval"].startswith("python eval.py ")
+            and scored["mean"]["psnr"] == by_name[name]["psnr"]
+        )
     for image in ("quality_vs_macs.png", "grid.png"):
         assert Image.open(tmp_path / image).size[0] > 100

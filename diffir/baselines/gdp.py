@@ -23,7 +23,8 @@ from .samplers import Sampler
 from .schedules import space_timesteps
 
 GDP_NUMEL = 3 * 256 * 256  # N of GDP's outputs (196,608): the scales below are for this size
-GDP_SCALES = {"sr": 2000.0, "deblur": 6000.0, "inpainting": 4000.0}  # GDP-x0 code defaults
+# GDP-x0's code defaults of s, per task it restores here (the tasks of task_operator, and of eval.py method=gdp)
+GDP_SCALES = {"sr": 2000.0, "deblur": 6000.0, "inpainting": 4000.0}
 
 
 class Operator(nn.Module):
@@ -173,7 +174,7 @@ def task_operator(
         if mask is None:
             raise ValueError("GDP inpainting needs the mask (1 = hole)")
         return Mask(mask), lq[:, :3]
-    raise ValueError(f"GDP has no operator for task {task!r} (sr, deblur, inpainting)")
+    raise ValueError(f"GDP has no operator for task {task!r} ({', '.join(GDP_SCALES)})")
 
 
 class GDPGuidance:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from ..baselines import PixelDiffusion
 from ..baselines.evaluation import check_pixel_model, gdp_runner, pixel_runner
+from ..baselines.gdp import GDP_SCALES
 from ..data import bicubic_upsample
 from ..errors import UsageError
 from ..models import DiffIRS1
@@ -23,7 +24,7 @@ from ..runner import check_tile_size, load_checkpoint
 from .protocol import as_list, task_config
 from .samples import Sample
 
-BASELINES = {"bicubic": ("sr",), "identity": ("deblur", "inpainting"), "gdp": ("sr", "deblur", "inpainting")}
+BASELINES = {"bicubic": ("sr",), "identity": ("deblur", "inpainting"), "gdp": tuple(GDP_SCALES)}
 
 
 @dataclass

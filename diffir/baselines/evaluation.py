@@ -1,5 +1,6 @@
-"""The pixel-space diffusion baselines in ``eval.py``: their checkpoints (SR3, the image-conditioned DDPM)
-and GDP (``method=gdp prior_ckpt=<DDPM prior>``), as :class:`~diffir.evaluation.methods.Method` objects.
+"""How ``eval.py`` and ``infer.py`` run the pixel-space diffusion baselines: their checkpoints (SR3, the
+image-conditioned DDPM; a DDPM prior alone is refused) and, in ``eval.py``, GDP (``method=gdp
+prior_ckpt=<DDPM prior>``); :mod:`diffir.evaluation.methods` wraps these runners as its ``Method`` objects.
 
 Sampling options: ``sampler=ddpm|ddim``, ``steps=``, ``eta=`` (null: the checkpoint's defaults); GDP's
 ``gdp.scale`` (GDP's s for 3·256² outputs, rescaled to each image) and ``gdp.mode`` (x0 | xt), and ``steps``

@@ -352,3 +352,15 @@ class RealESRGANDegradation(TrainingPairPool, nn.Module):
             lq, gt = self._pool(lq, gt, params.pool_order)
         # USM of the (possibly pooled) crop, as the official model re-sharpens after the pool.
         return {"lq": lq.contiguous(), "gt": gt.contiguous(), "gt_usm": self.usm(gt)}
+
+    def degrade_batch(self, batch: dict[str, Tensor], seed: int, flip: bool) -> dict[str, Tensor]:
+        """A loader batch of GT images with the training pair made on its device (the LightningModule's
+        ``degradation``): ``forward``'s ``{"lq", "gt", "gt_usm"}`` replace the batch's, every random draw from a
+        generator on the batch's device seeded by ``seed``; with ``flip`` (training) first Real-ESRGAN's only
+        augmentation, horizontal flips with probability 1/2."""
+        gt = batch["gt"]
+        generator = torch.Generator(gt.device).manual_seed(seed)
+        if flip:
+            flipped = torch.rand(gt.shape[0], generator=generator, device=gt.device) < 0.5
+            gt = torch.where(flipped[:, None, None, None], gt.flip(-1), gt)
+        return {**batch, **self(gt, generator)}

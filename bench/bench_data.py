@@ -45,7 +45,7 @@ from diffir.data import (
     bicubic_downsample,
     lama_mask_generator,
 )
-from diffir.data.sampler import StepBatchSampler
+from diffir.data.batch_sampler import StepBatchSampler
 from diffir.model_config import model_preset
 from diffir.models import build_model
 from diffir.tasks import task_facts

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.official_formulation import official_formulation
-from diffir.lit.base import RestorationModule
+from diffir.lit.optim import build_optimizer
 from diffir.model_config import model_preset
 from diffir.models import DiffIRS2, build_model, set_channels_last
 from diffir.speed import compile_model, compile_seconds, set_checkpointing
@@ -111,7 +111,7 @@ def training_fn(
     model = model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     adam = functools.partial(torch.optim.Adam, lr=1e-8)
-    optimizer = adam(params=params) if official else RestorationModule.build_optimizer(adam, params)
+    optimizer = adam(params=params) if official else build_optimizer(adam, params)
     ema = copy.deepcopy(model).requires_grad_(False)
 
     def step(after_backward: Callable[[], None] | None = None) -> None:

@@ -301,3 +301,29 @@ def test_lama_adversary_terms_and_r1_gradient():
     d["d_total"].backward()
     assert out.grad is None, "the discriminator's loss reached the generator's output"
     assert all(p.grad is not None for p in adversary.discriminator.parameters())
+
+
+def test_adversary_update_trains_the_discriminator_after_freeze():
+    """``freeze`` keeps the generator's loss out of D's weights; ``update`` makes D trainable again, hands its
+    terms to the trainer's ``apply`` and returns them for the logs."""
+    from diffir.losses import GANLoss
+    from diffir.losses.adversary import BCEAdversary
+    from diffir.models.discriminators import UNetDiscriminatorSN
+
+    torch.manual_seed(0)
+    adversary = BCEAdversary(UNetDiscriminatorSN(num_feat=4).eval(), GANLoss())
+    out, gt = torch.rand(2, 3, 16, 16, requires_grad=True), torch.rand(2, 3, 16, 16)
+    adversary.freeze()
+    adversary.generator_terms(out, gt)["gan"].backward()
+    assert out.grad is not None
+    assert all(p.grad is None and not p.requires_grad for p in adversary.discriminator.parameters())
+    handed = []
+
+    def apply(terms):
+        handed.append(terms)
+        (terms["d_real"] + terms["d_fake"]).backward()
+
+    terms = adversary.update(out.detach(), gt, None, apply)
+    assert handed == [terms] and {"d_real", "d_fake"} <= terms.keys()
+    assert all(p.grad is not None for p in adversary.discriminator.parameters() if p.requires_grad)
+    assert any(p.requires_grad for p in adversary.discriminator.parameters())

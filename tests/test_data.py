@@ -425,3 +425,24 @@ def test_files_written_atomically_get_the_permissions_open_would_give(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o600
+
+
+def test_realesrgan_degrade_batch_flips_then_degrades_with_one_seeded_generator() -> None:
+    """``degrade_batch`` (what the LightningModule runs on the device): the batch's other keys kept, its GT
+    replaced by the degraded pair; with ``flip`` first horizontal flips drawn from the same seeded generator."""
+    from diffir.data import RealESRGANDegradation
+
+    deg = RealESRGANDegradation(scale=2, gt_size=32, queue_size=0).eval()
+    gt = torch.rand(4, 3, 80, 80)
+    batch = {"gt": gt, "name": ["a", "b", "c", "d"]}
+    plain = deg.degrade_batch(batch, 5, flip=False)
+    expected = deg(gt, torch.Generator().manual_seed(5))
+    assert plain["name"] == batch["name"] and plain.keys() == {"gt", "lq", "gt_usm", "name"}
+    assert all(torch.equal(plain[k], expected[k]) for k in expected)
+
+    generator = torch.Generator().manual_seed(5)
+    flipped = torch.rand(4, generator=generator) < 0.5
+    assert 0 < int(flipped.sum()) < 4  # this seed flips some and keeps some
+    expected = deg(torch.where(flipped[:, None, None, None], gt.flip(-1), gt), generator)
+    out = deg.degrade_batch(batch, 5, flip=True)
+    assert all(torch.equal(out[k], expected[k]) for k in expected)

@@ -12,7 +12,7 @@ import torch
 from numerics import assert_float32_close, assert_within_relative, float32_tolerance
 
 from bench.official_formulation import OfficialLayerNorm, official_formulation
-from diffir.lit.base import RestorationModule
+from diffir.lit.optim import build_optimizer
 from diffir.model_config import model_preset
 from diffir.models import CPEN, DMTA, DIRformer, SRHead, build_model, set_channels_last, set_composed
 from diffir.models.blocks import Conv1x1, LayerNorm, conv1x1
@@ -214,7 +214,7 @@ def test_training_builds_fused_adam_unless_the_config_chooses():
     """Adam/AdamW from the config run torch's fused kernel; an explicit ``foreach``/``fused`` or another
     optimiser is left as configured."""
     params = [torch.nn.Parameter(torch.randn(3, 2))]
-    build = RestorationModule.build_optimizer
+    build = build_optimizer
     for optimizer in (torch.optim.Adam, torch.optim.AdamW):
         assert build(functools.partial(optimizer, lr=1e-3), params).defaults["fused"] is True
     assert not build(functools.partial(torch.optim.Adam, foreach=True), params).defaults["fused"]

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from diffir.config import compose_config
-from diffir.data.sampler import Phase, ShardSampler, StepBatchSampler, phases
+from diffir.data.batch_sampler import Phase, ShardSampler, StepBatchSampler, phases
 
 
 def lr_at(scheduler_cfg, iteration: int, base_lr: float = 2e-4) -> float:

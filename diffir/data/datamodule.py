@@ -9,7 +9,7 @@ import hydra
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from diffir.data.sampler import ShardSampler, StepBatchSampler
+from diffir.data.batch_sampler import ShardSampler, StepBatchSampler
 
 DatasetSpec = Dataset | Mapping[str, Any]
 

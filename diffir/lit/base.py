@@ -1,4 +1,7 @@
-"""What both training stages share: manual optimisation, EMA, validation, image panels, model records.
+"""The training and validation steps both training stages share (the stages define ``compute_losses`` and
+``predict``); its parts live with what they act on: optimisers in :mod:`diffir.lit.optim`, the EMA in
+:mod:`diffir.lit.ema`, the discriminator's update in :mod:`diffir.losses.adversary`, the on-device Real-ESRGAN
+degradation in :mod:`diffir.data.realesrgan`, image panels in :mod:`diffir.lit.images`.
 
 Optimisation is manual because stage 2 switches optimisers (the official warm-up trains CPEN_S2 and the
 denoiser with their own optimiser for ``encoder_iter`` steps) and adversarial training alternates the
@@ -8,12 +11,11 @@ generator's and the discriminator's updates. Every random draw of a training ste
 
 from __future__ import annotations
 
-import copy
 import math
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -22,7 +24,13 @@ from torch import nn
 from ..checkpoint import model_record
 from ..models import DiffIRS1, DiffIRS2
 from ..restoration import composite, restore, start_noise
+from .ema import ema_copy, update_ema
 from .images import log_panels, panel
+from .optim import build_optimizer, optimizer_entry
+
+if TYPE_CHECKING:
+    from ..data.realesrgan import RealESRGANDegradation
+    from ..losses.adversary import Adversary
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -56,10 +64,10 @@ class RestorationModule(L.LightningModule):
         grad_clip: float | None = None,
         val_panels: int = 4,
         run_dir: str = ".",
-        adversary: nn.Module | None = None,
+        adversary: Adversary | None = None,
         optimizer_d: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler_d: Callable[..., Any] | None = None,
-        degradation: nn.Module | None = None,
+        degradation: RealESRGANDegradation | None = None,
         gt_usm: Sequence[str] = (),
     ) -> None:
         super().__init__()
@@ -67,7 +75,7 @@ class RestorationModule(L.LightningModule):
             raise ValueError("an adversary needs optimizer_d (the discriminator's optimiser)")
         self.automatic_optimization = False
         self.net = net
-        self.net_ema = copy.deepcopy(net).requires_grad_(False).eval() if ema_decay > 0 else None
+        self.net_ema = ema_copy(net, ema_decay)
         self.model_config = dict(model_config)
         self.losses = nn.ModuleDict(dict(losses))
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -92,43 +100,17 @@ class RestorationModule(L.LightningModule):
         return 0
 
     # --- optimisation ---------------------------------------------------------------------------------
-    @staticmethod
-    def build_optimizer(
-        factory: Callable[..., torch.optim.Optimizer], params: Iterable
-    ) -> torch.optim.Optimizer:
-        """``factory(params=params)``; Adam and AdamW get torch's fused kernel (the same update in one pass over
-        all parameters, ~2x faster than the per-parameter loop on CPU) unless the config sets ``fused`` or
-        ``foreach`` itself."""
-        params = list(params)
-        options = getattr(factory, "keywords", {})
-        if (
-            getattr(factory, "func", None) in (torch.optim.Adam, torch.optim.AdamW)
-            and not {"fused", "foreach"} & options.keys()
-            and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-        ):
-            return factory(params=params, fused=True)
-        return factory(params=params)
-
-    @staticmethod
-    def optimizer_entry(optimizer: torch.optim.Optimizer, scheduler: Callable[..., Any] | None) -> dict:
-        entry: dict[str, Any] = {"optimizer": optimizer}
-        if scheduler is not None:
-            entry["lr_scheduler"] = {"scheduler": scheduler(optimizer=optimizer)}
-        return entry
-
     def generator_optimizers(self) -> list[dict]:
         """The generator's optimisers (``optimizer_index`` picks one per step)."""
         trainable = [p for p in self.net.parameters() if p.requires_grad]
-        optimizer = self.build_optimizer(self.optimizer_factory, trainable)
-        return [self.optimizer_entry(optimizer, self.scheduler_factory)]
+        optimizer = build_optimizer(self.optimizer_factory, trainable)
+        return [optimizer_entry(optimizer, self.scheduler_factory)]
 
     def configure_optimizers(self) -> Any:
         entries = self.generator_optimizers()
         if self.adversary is not None:  # the discriminator's comes last
-            optimizer_d = self.build_optimizer(
-                self.optimizer_d_factory, self.adversary.discriminator.parameters()
-            )
-            entries.append(self.optimizer_entry(optimizer_d, self.scheduler_d_factory))
+            optimizer_d = build_optimizer(self.optimizer_d_factory, self.adversary.discriminator.parameters())
+            entries.append(optimizer_entry(optimizer_d, self.scheduler_d_factory))
         return entries
 
     def target(self, consumer: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -150,15 +132,11 @@ class RestorationModule(L.LightningModule):
         return terms
 
     def degrade(self, batch: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-        """With a batch ``degradation``: the LQ (and paired GT crops, USM GT) made from the loader's GT."""
+        """With a batch ``degradation``: the LQ (and paired GT crops, USM GT) made from the loader's GT, flipped
+        at random in training (``RealESRGANDegradation.degrade_batch``)."""
         if self.degradation is None:
             return batch
-        gt = batch["gt"]
-        generator = torch.Generator(gt.device).manual_seed(seed)
-        if self.training:  # Real-ESRGAN's only augmentation: horizontal flips
-            flip = torch.rand(gt.shape[0], generator=generator, device=gt.device) < 0.5
-            gt = torch.where(flip[:, None, None, None], gt.flip(-1), gt)
-        return {**batch, **self.degradation(gt, generator)}
+        return self.degradation.degrade_batch(batch, seed, flip=self.training)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step
@@ -169,10 +147,9 @@ class RestorationModule(L.LightningModule):
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         self._fake = None
         if self.adversary is not None:
-            self.adversary.discriminator.requires_grad_(False)
+            self.adversary.freeze()
         terms = self.compute_losses(batch)
-        total = sum(v for k, v in terms.items() if not k.startswith("log_"))
-        self._check_finite(total, terms, step)
+        total = self.total_loss(terms, step)
         optimizer = optimizers[self.optimizer_index(step)]
         self.apply_update(optimizer, total)
         optimizer.step()
@@ -181,7 +158,8 @@ class RestorationModule(L.LightningModule):
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()  # all schedulers advance every iteration, as BasicSR does
-        self.update_ema()
+        if self.net_ema is not None:
+            update_ema(self.net_ema, self.net, self.ema_decay)
 
         batch_size = batch["gt"].shape[0]
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
@@ -203,21 +181,25 @@ class RestorationModule(L.LightningModule):
     def discriminator_step(
         self, batch: dict[str, torch.Tensor], optimizer: Any, step: int
     ) -> dict[str, torch.Tensor]:
-        """One discriminator update on real (the GT) vs this step's output; returns its terms for the logs."""
-        self.adversary.discriminator.requires_grad_(True)
-        terms = self.adversary.discriminator_terms(self._fake, self.target("gan", batch), batch.get("mask"))
-        total = sum(v for k, v in terms.items() if not k.startswith("log_"))
-        self._check_finite(total, terms, step)
-        self.apply_update(optimizer, total)
-        # Through the strategy (precision plugin) but not LightningOptimizer.step, which would count a second
-        # iteration: global_step counts generator steps, the official iteration count.
-        self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None)
+        """The adversary's update (``Adversary.update``) on real (the GT) vs this step's output; returns its terms
+        for the logs."""
+
+        def apply(terms: dict[str, torch.Tensor]) -> None:
+            self.apply_update(optimizer, self.total_loss(terms, step))
+            # Through the strategy (precision plugin) but not LightningOptimizer.step, which would count a second
+            # iteration: global_step counts generator steps, the official iteration count.
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None)
+
+        terms = self.adversary.update(self._fake, self.target("gan", batch), batch.get("mask"), apply)
         self._fake = None
         return terms
 
-    def _check_finite(self, total: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+    def total_loss(self, terms: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """The sum of the terms without the ``log_`` prefix; a NaN or infinite sum stops the run (the step not
+        applied) with the names of the bad terms and the checkpoint to resume from."""
+        total = sum(v for k, v in terms.items() if not k.startswith("log_"))
         if math.isfinite(total.item()):
-            return
+            return total
         bad = ", ".join(f"{k}={v.item()}" for k, v in terms.items() if not math.isfinite(v.item()))
         last = Path(self.run_dir) / "checkpoints" / "last.ckpt"
         advice = (
@@ -228,14 +210,6 @@ class RestorationModule(L.LightningModule):
         raise NonFiniteLossError(
             f"non-finite loss at step {step} ({bad}); the step was not applied; {advice}"
         )
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """``ema = d·ema + (1-d)·param`` over parameters (BasicSR averages parameters only)."""
-        if self.net_ema is None:
-            return
-        for ema, param in zip(self.net_ema.parameters(), self.net.parameters(), strict=True):
-            ema.lerp_(param.detach(), 1.0 - self.ema_decay)
 
     @property
     def eval_net(self) -> DiffIRS1 | DiffIRS2:

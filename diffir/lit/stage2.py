@@ -17,6 +17,7 @@ from torch import nn
 from ..losses import prior_kl
 from ..models import CPEN
 from .base import RestorationModule
+from .optim import build_optimizer, optimizer_entry
 
 OBJECTIVES = ("joint", "conventional")
 
@@ -64,9 +65,7 @@ class Stage2Module(RestorationModule):
         student = list(self.net.student_parameters())
         return [
             *entries,
-            self.optimizer_entry(
-                self.build_optimizer(self.optimizer_e_factory, student), self.scheduler_e_factory
-            ),
+            optimizer_entry(build_optimizer(self.optimizer_e_factory, student), self.scheduler_e_factory),
         ]
 
     def in_warmup(self, step: int) -> bool:

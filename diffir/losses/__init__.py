@@ -2,11 +2,12 @@
 
 A loss set is a mapping ``name -> loss module``; the total is the sum (each loss carries its ``weight``),
 and each term is logged under its name. ``PixelLoss``, ``PriorLoss``, ``PerceptualLoss`` and ``ResNetPL``
-follow that keyword protocol; the adversarial primitives (``GANLoss``, ``NonSaturatingWithR1``, feature
-matching) take discriminator outputs and are combined by the adversarial training step.
+follow that keyword protocol; the GAN primitives (``gan``: ``GANLoss``, ``NonSaturatingWithR1``, feature
+matching) take discriminator outputs and are combined with a discriminator by the adversaries (``adversary``:
+``BCEAdversary``, ``LamaAdversary``, and the discriminator's update).
 """
 
-from .adversarial import FeatureMatchingLoss, GANLoss, NonSaturatingWithR1, feature_matching_loss
+from .gan import FeatureMatchingLoss, GANLoss, NonSaturatingWithR1, feature_matching_loss
 from .perceptual import PerceptualLoss, VGGFeatureExtractor
 from .pixel import CRITERIA, PixelLoss
 from .prior import PriorLoss, prior_kl

@@ -1,8 +1,10 @@
-"""Adversaries: a discriminator plus the adversarial losses of one recipe, as the training step uses them.
+"""Adversaries: a discriminator plus the adversarial losses of one recipe, and the discriminator's update.
 
-The LightningModule calls ``generator_terms(out, gt, mask)`` inside the generator's loss (the discriminator
-frozen) and ``discriminator_terms(out.detach(), gt, mask)`` for the discriminator's own update. Both return
-named terms: the ones without the ``log_`` prefix are summed into that update's loss, the rest are logged.
+The loss primitives they combine are in :mod:`diffir.losses.gan`; the discriminator networks in
+:mod:`diffir.models.discriminators`. The LightningModule calls ``generator_terms(out, gt, mask)`` inside the
+generator's loss (the discriminator frozen: ``freeze()``) and, after the generator's step, ``update(out.detach(),
+gt, mask, apply)``: the discriminator's own update on ``discriminator_terms``. Both return named terms: the ones
+without the ``log_`` prefix are summed into that update's loss, the rest are logged.
 
 * :class:`BCEAdversary` — DiffIR-SRGAN / DiffIR-RealSR (BasicSR ``GANLoss('vanilla')`` with
   ``UNetDiscriminatorSN``): G pushes ``D(out)`` to "real"; D learns real → 1, fake → 0 (docs/method.md §3.1).
@@ -12,18 +14,57 @@ named terms: the ones without the ``log_`` prefix are summed into that update's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from .adversarial import feature_matching_loss
+from .gan import feature_matching_loss
 
 
-class BCEAdversary(nn.Module):
+class Adversary(nn.Module):
+    """A ``discriminator`` and the terms of one recipe (``generator_terms``, ``discriminator_terms``)."""
+
+    def __init__(self, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def generator_terms(
+        self, out: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def discriminator_terms(
+        self, out: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def freeze(self) -> None:
+        """No gradient into the discriminator while the generator's loss runs through it."""
+        self.discriminator.requires_grad_(False)
+
+    def update(
+        self,
+        out: torch.Tensor,
+        gt: torch.Tensor,
+        mask: torch.Tensor | None,
+        apply: Callable[[dict[str, torch.Tensor]], None],
+    ) -> dict[str, torch.Tensor]:
+        """One discriminator update on real (``gt``) vs ``out`` (the generator's output of this step, detached):
+        the discriminator trainable again, its terms handed to ``apply`` (backward and the optimiser step, the
+        trainer's part); returns the terms for the logs."""
+        self.discriminator.requires_grad_(True)
+        terms = self.discriminator_terms(out, gt, mask)
+        apply(terms)
+        return terms
+
+
+class BCEAdversary(Adversary):
     """``gan_loss(pred, target_is_real, is_disc)`` is BasicSR's vanilla GAN loss; its weight applies to G only."""
 
     def __init__(self, discriminator: nn.Module, gan_loss: nn.Module) -> None:
-        super().__init__()
-        self.discriminator, self.gan_loss = discriminator, gan_loss
+        super().__init__(discriminator)
+        self.gan_loss = gan_loss
 
     def generator_terms(
         self, out: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None
@@ -42,15 +83,15 @@ class BCEAdversary(nn.Module):
         }
 
 
-class LamaAdversary(nn.Module):
+class LamaAdversary(Adversary):
     """LaMa's adversarial terms: ``loss`` is ``NonSaturatingWithR1`` (G: ``softplus(-D(fake))·weight``; D: real +
     R1 + mask-as-fake target), and feature matching (MSE between D's activations of fake and real, × weight)."""
 
     def __init__(
         self, discriminator: nn.Module, loss: nn.Module, feature_matching_weight: float = 100.0
     ) -> None:
-        super().__init__()
-        self.discriminator, self.loss = discriminator, loss
+        super().__init__(discriminator)
+        self.loss = loss
         self.feature_matching_weight = feature_matching_weight
 
     def generator_terms(

@@ -1,7 +1,8 @@
 """Adversarial losses: BasicSR's ``GANLoss`` (SR GAN stages) and LaMa's non-saturating loss with R1 plus
 feature matching (inpainting).
 
-These are the primitives; a training step combines them with a discriminator (``diffir.models``).
+These are the primitives (docs/method.md §3.1); :mod:`diffir.losses.adversary` combines them with a
+discriminator (``diffir.models.discriminators``) into the terms and the update of one recipe.
 """
 
 from __future__ import annotations

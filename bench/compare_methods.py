@@ -43,9 +43,9 @@ from diffir.models import build_model
 from diffir.models.adm import ADMUNet
 from diffir.models.unet import UNet, unet_preset
 from diffir.restoration import restore, start_noise
+from diffir.runs.train import train
 from diffir.summary import example_inputs, summarize
 from diffir.tasks import task_facts
-from diffir.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = [

@@ -12,9 +12,11 @@ from test_training import overrides, weights
 
 from diffir.checkpoint import atomic_save, model_record, read_checkpoint
 from diffir.config import compose_config
+from diffir.errors import RunSetupError
 from diffir.model_config import build_from_config, model_config
+from diffir.runs.build import build_datamodule, build_module
+from diffir.runs.train import train
 from diffir.tasks import task_facts
-from diffir.training import RunSetupError, build_datamodule, build_module, train
 
 # A random VGG19 for the perceptual loss (warned) and a small U-Net discriminator.
 GAN = ("losses.perceptual.pretrained=false", "gan.adversary.discriminator.num_feat=8")

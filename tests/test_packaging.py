@@ -72,7 +72,7 @@ def test_wheel_declares_console_scripts(wheel):
         name = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
         entry_points = archive.read(name).decode()
     for script in ("diffir-train", "diffir-eval", "diffir-infer"):
-        assert f"{script} = diffir.cli:" in entry_points
+        assert f"{script} = diffir.runs.cli:" in entry_points
 
 
 # --- documentation citations -------------------------------------------------------------------------------

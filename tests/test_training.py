@@ -16,9 +16,10 @@ from scripts import run_script
 
 from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
+from diffir.errors import RunSetupError
 from diffir.lit import NonFiniteLossError, Stage2Module
 from diffir.model_config import CONF_DIR
-from diffir.training import RunSetupError, train
+from diffir.runs.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["sr", "deblur", "inpainting", "realsr"]

@@ -55,7 +55,7 @@ def test_wheel_composes_configs_outside_the_repository(wheel, tmp_path):
     script = (
         "import diffir, diffir.config as c; "
         "cfg = c.compose_config(['task=deblur', 'stage=2']); "
-        "print(diffir.__file__); print(cfg.task_name, cfg.run.max_steps)"
+        "print(diffir.__file__); print(cfg.task, cfg.run.max_steps)"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(

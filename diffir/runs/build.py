@@ -22,7 +22,7 @@ from ..metrics import MissingWeightsError
 from ..model_config import build_from_config, model_config
 from ..models import DiffIRS1, DiffIRS2
 from ..tasks import task_facts
-from .checks import is_baseline, run_dir
+from .checks import is_baseline, is_gan_stage, run_dir
 
 log = logging.getLogger("diffir")
 
@@ -187,7 +187,7 @@ def build_baseline_module(cfg: DictConfig) -> PixelDiffusionModule:
     """SR3 / the image-conditioned DDPM / GDP's prior (``cfg.method.net``) with the shared training loop."""
     if cfg.get("batch_degradation"):
         raise RunSetupError(
-            f"method={cfg.method.name} task={cfg.task_name}: the pixel-space baselines train on paired LQ/GT "
+            f"method={cfg.method.name} task={cfg.task}: the pixel-space baselines train on paired LQ/GT "
             "images and do not run the batch-wise Real-ESRGAN degradation; use task=sr|deblur|inpainting, "
             "or train DiffIR on real-world SR (task=realsr without method=)"
         )
@@ -215,11 +215,11 @@ def build_baseline_module(cfg: DictConfig) -> PixelDiffusionModule:
 
 def build_module(cfg: DictConfig) -> Stage1Module | Stage2Module:
     """The LightningModule of ``cfg.stage``; stage 2 starts its DIRformer from stage 1's (EMA) weights, the
-    adversarial stage (``gan_stage``) its whole network from stage 2's; ``gan`` adds a discriminator."""
+    adversarial stage (``stage_name=gan``) its whole network from stage 2's; ``gan`` adds a discriminator."""
     if is_baseline(cfg):
         return build_baseline_module(cfg)
     stage_cfg = cfg.run
-    network = task_facts(cfg.task_name).network  # realsr trains the SR network
+    network = task_facts(cfg.task).network  # realsr trains the SR network
     config = model_config(network, cfg.stage, cfg.scale, cfg.model, cfg.diffusion)
     net = build_from_config(config)
     common: dict[str, Any] = dict(
@@ -254,7 +254,7 @@ def build_module(cfg: DictConfig) -> Stage1Module | Stage2Module:
     if cfg.stage == 1:
         return Stage1Module(**common)
 
-    start = stage2_checkpoint(cfg) if cfg.get("gan_stage") else None
+    start = stage2_checkpoint(cfg) if is_gan_stage(cfg) else None
     path = stage1_checkpoint(cfg)
     stage1 = load_trained(path, 1, config)
     if start is not None:

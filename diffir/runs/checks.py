@@ -25,6 +25,8 @@ from ..tasks import task_facts
 
 log = logging.getLogger("diffir")
 
+GAN_STAGE = "gan"  # the adversarial stage's name (conf/adversarial/common/stage.yaml): its folder and W&B run
+
 
 def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.run_dir)
@@ -33,6 +35,35 @@ def run_dir(cfg: DictConfig) -> Path:
 def is_baseline(cfg: DictConfig) -> bool:
     """``method=sr3|cddpm|ddpm_prior``: a pixel-space diffusion baseline (conf/method), not a DiffIR stage."""
     return cfg.get("method", {}).get("name", "diffir") != "diffir"
+
+
+def is_gan_stage(cfg: DictConfig) -> bool:
+    """The adversarial stage (``adversarial=<recipe>``, which names the stage ``gan``): stage 2's network
+    fine-tuned with a discriminator, in ``<experiment>/gan/``."""
+    return cfg.get("stage_name") == GAN_STAGE
+
+
+LEGACY_GAN_DIR = "stage2_gan"  # the adversarial stage's folder before it was named gan
+
+
+def adopt_legacy_gan_dir(cfg: DictConfig) -> None:
+    """Runs of the adversarial stage begun before it was named ``gan`` live in ``<experiment>/stage2_gan/``:
+    when that folder holds checkpoints and ``gan/`` none, the run continues there (``resume=auto`` finds its
+    ``last.ckpt``) instead of starting again in ``gan/``."""
+    directory = run_dir(cfg)
+    legacy = directory.parent / LEGACY_GAN_DIR
+    if (
+        not is_gan_stage(cfg)
+        or directory.name != GAN_STAGE
+        or any((directory / "checkpoints").glob("*.ckpt"))
+    ):
+        return
+    if any((legacy / "checkpoints").glob("*.ckpt")):
+        log.warning(
+            "continuing the adversarial stage in its former folder %s (new runs use %s)", legacy, directory
+        )
+        with open_dict(cfg):
+            cfg.paths.run_dir = str(legacy)
 
 
 def check_known_keys(cfg: DictConfig) -> None:
@@ -57,13 +88,13 @@ def check_settings(cfg: DictConfig) -> None:
     """
     if cfg.stage not in (1, 2):
         raise RunSetupError(f"stage must be 1 or 2, got stage={cfg.stage}")
-    if cfg.get("gan_stage") and cfg.stage != 2:
+    if is_gan_stage(cfg) and cfg.stage != 2:
         raise RunSetupError(
             f"the adversarial stage follows stage 2: use stage=2 adversarial=..., not stage={cfg.stage}"
         )
     check_known_keys(cfg)
     section = "baseline" if is_baseline(cfg) else f"stage{cfg.stage}"
-    if section != "baseline" and task_facts(cfg.task_name).resizes and cfg.scale not in SR_SCALES:
+    if section != "baseline" and task_facts(cfg.task).resizes and cfg.scale not in SR_SCALES:
         scales = ", ".join(map(str, SR_SCALES))
         raise RunSetupError(
             f"scale={cfg.scale}: DiffIR's SR models upscale by {scales}; use scale=<{scales}>"
@@ -107,9 +138,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     if is_baseline(cfg):
         config = instantiate(cfg.method.net, _convert_="all").config()
     else:
-        config = model_config(
-            task_facts(cfg.task_name).network, cfg.stage, cfg.scale, cfg.model, cfg.diffusion
-        )
+        config = model_config(task_facts(cfg.task).network, cfg.stage, cfg.scale, cfg.model, cfg.diffusion)
     differ = sorted(k for k in set(saved) & set(config) if saved[k] != config[k])
     if differ:
         raise RunSetupError(

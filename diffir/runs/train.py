@@ -29,7 +29,14 @@ from ..noise import quiet
 from ..runlock import RunLock, RunLockedError
 from ..speed import compile_model, log_compile_cost, set_checkpointing
 from .build import build_datamodule, build_module
-from .checks import check_settings, is_baseline, resume_checkpoint, run_dir
+from .checks import (
+    adopt_legacy_gan_dir,
+    check_settings,
+    is_baseline,
+    is_gan_stage,
+    resume_checkpoint,
+    run_dir,
+)
 from .loggers import configure_wandb
 
 log = logging.getLogger("diffir")
@@ -117,6 +124,7 @@ def train(cfg: DictConfig, suggest_next: bool = True) -> dict[str, Any]:
     """
     quiet()
     separate_multirun_jobs(cfg)
+    adopt_legacy_gan_dir(cfg)
     check_settings(cfg)
     directory = run_dir(cfg)
     require_writable_dir(directory, "paths.experiments_dir=", cfg.paths.experiments_dir)
@@ -267,8 +275,8 @@ def summarize(
         )
     if suggest_next and cfg.stage == 1 and not is_baseline(cfg):
         lines.append(f"  next: {next_command(cfg, 'stage=2')}")
-    adversarial = {"sr": "srgan", "realsr": "realsr_v1|realsr_v2"}.get(cfg.task_name)
-    if suggest_next and cfg.stage == 2 and adversarial and not (is_baseline(cfg) or cfg.get("gan_stage")):
+    adversarial = {"sr": "srgan", "realsr": "realsr_v1|realsr_v2"}.get(cfg.task)
+    if suggest_next and cfg.stage == 2 and adversarial and not (is_baseline(cfg) or is_gan_stage(cfg)):
         lines.append(
             f"  next (adversarial stage): {next_command(cfg, 'stage=2', f'adversarial={adversarial}')}"
         )

@@ -14,7 +14,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 demo: setup
-	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m diffir.demo
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m diffir.runs.demo
 
 PYTEST := WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/python -m pytest
 # pytest-xdist, one worker per core: the end-to-end tests are mostly single-threaded (subprocesses starting

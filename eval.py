@@ -1,6 +1,6 @@
 """python eval.py ckpt=<file>|[<file>,...] | method=bicubic|identity|gdp task=<task> [scale=<s>]; data=<preset>|[...]"""
 
-from diffir.cli import evaluate
+from diffir.runs.cli import evaluate
 
 if __name__ == "__main__":
     evaluate()

@@ -8,7 +8,7 @@ step-decay schedule at the same fractions of the run, its EMA unless the run is 
 each seed, stage 1 trains once; every stage-2 variant starts from that stage 1 with the same seed and
 budget: DiffIR as published (joint objective, T = 4, L1 prior loss), no diffusion (CPEN_S2 regresses the
 prior), the conventional DM objective (noise prediction at a random step), noise inserted in the reverse
-steps, the L2 and KL prior losses, and T = 1, 2, 8. Each is scored with ``diffir.demo.compare`` on the
+steps, the L2 and KL prior losses, and T = 1, 2, 8. Each is scored with ``diffir.runs.demo.compare`` on the
 held-out photos (PSNR / SSIM on Y, 4-pixel border, LPIPS when its weights are cached; bicubic and the
 stage-1 oracle as reference rows). The table (Markdown, CSV, JSON) gives mean ± std over seeds, the paired
 difference to DiffIR (same seed, same stage 1) and the paper's number where one is known, with the
@@ -36,10 +36,11 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import save_image
 
 from diffir.config import compose_config
-from diffir.demo import STAGE1, compare
+from diffir.errors import RunSetupError
 from diffir.evaluation.protocol import available_metrics
 from diffir.evaluation.report import METRIC_FORMATS
-from diffir.training import RunSetupError, train
+from diffir.runs.demo import STAGE1, compare
+from diffir.runs.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = "DiffIR (joint, T=4, L1 prior)"

@@ -41,14 +41,15 @@ from diffir.baselines.adm import ADMUNet
 from diffir.checkpoint import atomic_save, load_record, read_model_record
 from diffir.config import compose_config
 from diffir.data import SamplesDataset
-from diffir.evaluation import comparison_grid, evaluate, markdown_table
+from diffir.evaluation import comparison_grid, markdown_table
 from diffir.evaluation.protocol import task_config
 from diffir.evaluation.samples import build_datasets
 from diffir.io import read_image, save_png
 from diffir.model_config import CONF_DIR, build_from_config, model_config, model_preset
+from diffir.runs.evaluate import evaluate
+from diffir.runs.train import train
 from diffir.summary import example_inputs, summarize
 from diffir.tasks import task_facts
-from diffir.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = [

@@ -33,8 +33,8 @@ from .errors import UsageError
 from .io import read_header, read_image, read_mask, read_rgb, save_png
 from .model_config import CONF_DIR
 from .models import DiffIRS2
-from .restoration import check_tiling, inpainting_input, restore_one, seeded_noise
-from .runner import check_tile_size, load_checkpoint, require_stage2, resolve_device
+from .restoration import check_tile_size, check_tiling, inpainting_input, restore_one, seeded_noise
+from .restorer import load_checkpoint, require_stage2, resolve_device
 
 log = logging.getLogger("diffir")
 

@@ -251,3 +251,35 @@ def load_model(path: str | os.PathLike) -> tuple[DiffIRS1 | DiffIRS2, dict[str, 
     load its weights strictly; returns ``(model, config)``."""
     record = read_model_record(path)
     return load_record(record, path), dict(record["config"])
+
+
+def find_checkpoint(
+    given: str | os.PathLike | None, key: str, default: str | os.PathLike, missing: str
+) -> Path:
+    """Checkpoint discovery: the file the option ``<key>=<given>`` names, else ``default`` (a run's
+    ``checkpoints/last.ckpt``, e.g. the same experiment's earlier stage); a :class:`CheckpointError` naming
+    the option when the given file does not exist, with the text ``missing`` when the default does not."""
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise CheckpointError(f"{key}={path} does not exist")
+        return path
+    if not Path(default).is_file():
+        raise CheckpointError(missing)
+    return Path(default)
+
+
+def intact_alternative(damaged: Path) -> str:
+    """What to resume from instead of a damaged checkpoint: the newest other one of its folder that reads."""
+    others = sorted(
+        (p for p in damaged.parent.glob("*.ckpt") if p != damaged),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for candidate in others:
+        try:
+            step = read_checkpoint(candidate).get("global_step")
+        except CheckpointError:
+            continue
+        return f"the newest intact checkpoint of the run is {candidate} (step {step}): resume from it with ckpt_path={candidate}"
+    return "no other checkpoint of the run can be read: start again with overwrite=true"

@@ -16,3 +16,8 @@ class PrepareError(UsageError):
 class StorageError(UsageError):
     """A file or folder the run must write cannot be written (a full disk, a read-only folder): the path, the
     reason and what to do, in one line."""
+
+
+class RunSetupError(RuntimeError):
+    """A problem with a training run's inputs (config, data, checkpoints of earlier stages), found before
+    training starts, with what to do about it."""

@@ -1,6 +1,6 @@
 """Third-party messages a run prints that the user can neither act on nor needs, silenced by message and origin.
 
-:func:`quiet` is called where runs start (the entry points, :func:`diffir.training.train`): importing diffir
+:func:`quiet` is called where runs start (the entry points, :func:`diffir.runs.train.train`): importing diffir
 changes no warning filter or logger.
 """
 

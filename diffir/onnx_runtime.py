@@ -1,6 +1,6 @@
 """onnxruntime as a backend: a graph written by ``python -m diffir.export`` restores images like the model.
 
-``infer.py ckpt=model.onnx`` and ``eval.py ckpt=model.onnx`` load it through :func:`diffir.runner.load_checkpoint`
+``infer.py ckpt=model.onnx`` and ``eval.py ckpt=model.onnx`` load it through :func:`diffir.restorer.load_checkpoint`
 (chosen by the ``.onnx`` suffix; the log says ``backend=onnxruntime``) and restore through
 :func:`diffir.restoration.restore_image`, with the same seeded start vector as the PyTorch model
 (:func:`diffir.restoration.start_noise` reads :attr:`OnnxModel.noise_dim`), so both give the same images.

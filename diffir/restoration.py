@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 
+from .errors import UsageError
 from .models import CPEN, DiffIRS1, DiffIRS2
 from .onnx_runtime import OnnxModel
 
@@ -186,6 +188,7 @@ def restore_one(
     noise: torch.Tensor | None,
     device: torch.device,
     *,
+    gt: torch.Tensor | None = None,
     tile: int | None = None,
     tile_overlap: int = 32,
     prior: PriorMode = "global",
@@ -195,9 +198,11 @@ def restore_one(
 ) -> torch.Tensor:
     """The restoration of one image (1, 3, H, W), moved to the model's ``device``, as ``infer.py`` writes it
     (with :func:`diffir.io.save_png`) and the app shows it: ``pixel`` is the sampler of an SR3 / cDDPM
-    checkpoint, else DiffIR's :func:`restore_image` (``progress`` hears of each tile)."""
+    checkpoint, else DiffIR's :func:`restore_image` (``progress`` hears of each tile; a stage-1 oracle takes
+    the ``gt``)."""
     image = image.to(device)
     mask = None if mask is None else mask.to(device)
+    gt = None if gt is None else gt.to(device)
     if pixel is not None:
         lq = image if mask is None else inpainting_input(image, mask)
         return pixel(lq) if mask is None else composite(pixel(lq), image, mask)
@@ -205,6 +210,7 @@ def restore_one(
         model,
         image,
         mask=mask,
+        gt=gt,
         noise=noise,
         tile=tile,
         tile_overlap=tile_overlap,
@@ -267,6 +273,32 @@ def check_tiling(tile: int, tile_overlap: int, prior: str = "global") -> None:
         )
     if prior not in ("global", "per_tile"):
         raise ValueError(f"prior must be 'global' or 'per_tile', got {prior!r}")
+
+
+def check_tiling_config(cfg: Any) -> None:
+    """Bad ``tile=`` / ``tile_overlap=`` / ``prior=`` values of a run's config fail before any image is
+    processed, as a :class:`~diffir.errors.UsageError`."""
+    if cfg.tile:
+        try:
+            check_tiling(cfg.tile, cfg.tile_overlap, cfg.prior)
+        except ValueError as err:
+            raise UsageError(f"tiling: {err}") from err
+
+
+def check_tile_size(tile: int | None, model: DiffIRS1 | DiffIRS2 | OnnxModel, path: str | Path) -> None:
+    """``tile=`` below the model's size multiple is refused: every tile would be padded up to the multiple,
+    so a 1-pixel tile runs the network once per LQ pixel (about a minute for a small image). An ONNX graph
+    restores whole images (its prior is estimated inside it, on the whole input): no tiles."""
+    if tile and isinstance(model, OnnxModel):
+        raise UsageError(
+            f"tile={tile}: {path} is an ONNX graph, which restores whole images (the prior of the whole image "
+            "is estimated inside it): drop tile=, or use the PyTorch checkpoint for tiled inference"
+        )
+    if tile and tile < model.size_multiple:
+        raise UsageError(
+            f"tile={tile} is smaller than the size multiple {model.size_multiple} of {path} (tiles are "
+            f"padded to it): use tile>={model.size_multiple}, a few hundred LQ pixels in practice, or no tile="
+        )
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

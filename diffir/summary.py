@@ -91,18 +91,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             gt_size = int(item.split("=", 1)[1])
             overrides.remove(item)
     cfg = compose_config(overrides)
-    config = model_config(cfg.task_name, cfg.stage, cfg.scale, cfg.model, cfg.diffusion)
+    config = model_config(cfg.task, cfg.stage, cfg.scale, cfg.model, cfg.diffusion)
     model = build_from_config(config).eval()
-    inputs = example_inputs(model, cfg.task_name, cfg.scale, gt_size)
+    inputs = example_inputs(model, cfg.task, cfg.scale, gt_size)
     summary = summarize(model, inputs)
     size = "x".join(str(s) for s in inputs[0].shape[-2:])
     title = (
-        f"DiffIR stage {cfg.stage} | task={cfg.task_name} scale={cfg.scale} model={cfg.model.preset} "
+        f"DiffIR stage {cfg.stage} | task={cfg.task} scale={cfg.scale} model={cfg.model.preset} "
         f"| MACs for one LQ input of {size}"
     )
     print(format_table(summary, title))
     result = {
-        "task": cfg.task_name,
+        "task": cfg.task,
         "stage": int(cfg.stage),
         "scale": int(cfg.scale),
         "model": cfg.model.preset,

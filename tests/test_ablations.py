@@ -11,7 +11,7 @@ from PIL import Image
 
 from bench import ablations
 from bench.ablations import REFERENCE, VARIANTS, markdown, summarise
-from diffir.demo import STAGE1
+from diffir.runs.demo import STAGE1
 
 
 def test_summary_is_mean_sample_std_and_paired_difference():

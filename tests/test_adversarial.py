@@ -12,9 +12,12 @@ from test_training import overrides, weights
 
 from diffir.checkpoint import atomic_save, model_record, read_checkpoint
 from diffir.config import compose_config
+from diffir.errors import RunSetupError
 from diffir.model_config import build_from_config, model_config
+from diffir.runs.build import build_datamodule, build_module
+from diffir.runs.checks import adopt_legacy_gan_dir
+from diffir.runs.train import train
 from diffir.tasks import task_facts
-from diffir.training import RunSetupError, build_datamodule, build_module, train
 
 # A random VGG19 for the perceptual loss (warned) and a small U-Net discriminator.
 GAN = ("losses.perceptual.pretrained=false", "gan.adversary.discriminator.num_feat=8")
@@ -24,7 +27,7 @@ PRESETS = {"sr": "adversarial=srgan", "realsr": "adversarial=realsr_v2"}
 def model_file(tmp_path: Path, task: str, stage: int, scale: int | None = None) -> Path:
     """A randomly initialised tiny model of ``task`` / ``stage`` saved as a model file (no training needed)."""
     cfg = compose_config(overrides(tmp_path, task, stage, 1, *([f"scale={scale}"] if scale else [])))
-    config = model_config(task_facts(cfg.task_name).network, stage, cfg.scale, cfg.model, cfg.diffusion)
+    config = model_config(task_facts(cfg.task).network, stage, cfg.scale, cfg.model, cfg.diffusion)
     path = tmp_path / f"{task}_x{cfg.scale}_stage{stage}.pt"
     atomic_save(model_record(config, build_from_config(config).state_dict()), path)
     return path
@@ -52,7 +55,7 @@ def test_sr_adversarial_stage_trains_generator_and_discriminator_not_the_teacher
         )
     )
     run_dir = Path(summary["run_dir"])
-    assert run_dir.name == "stage2_gan" and summary["steps"] == 2
+    assert run_dir.name == "gan" and summary["steps"] == 2
     first, second = (weights(run_dir / "checkpoints" / f"step000000{i}.ckpt") for i in (1, 2))
     start = read_checkpoint(stage2)["state_dict"]
     teacher = read_checkpoint(stage1)["state_dict"]
@@ -132,7 +135,7 @@ def test_realsr_adversarial_stage_trains(tmp_path):
         f"init_ckpt={model_file(tmp_path, 'realsr', 2)}",
     )
     gan = train(compose_config(gan_overrides(tmp_path, "realsr", 2, *start)))
-    assert gan["steps"] == 2 and Path(gan["run_dir"]).name == "stage2_gan"
+    assert gan["steps"] == 2 and Path(gan["run_dir"]).name == "gan"
     assert read_checkpoint(Path(gan["last_checkpoint"]))["diffir_model"]["config"]["task"] == "sr"
 
 
@@ -188,7 +191,7 @@ def test_inpainting_stage2_learns_with_lama_losses(tmp_path):
 @pytest.mark.parametrize("experiment,scale", [("sr_x4_gan_paper", 4), ("sr_x2_gan_paper", 2)])
 def test_adversarial_presets_run_a_step(tmp_path, experiment, scale):
     cfg = compose_config([f"experiment={experiment}", "stage=2"])
-    assert cfg.gan_stage and cfg.run.max_steps == 400_000 and cfg.scale == scale
+    assert cfg.stage_name == "gan" and cfg.run.max_steps == 400_000 and cfg.scale == scale
     start = (
         f"stage1_ckpt={model_file(tmp_path, 'sr', 1, scale)}",
         f"init_ckpt={model_file(tmp_path, 'sr', 2, scale)}",
@@ -209,6 +212,22 @@ def one_line_error(cfg) -> str:
 def test_adversarial_stage_without_stage2_says_what_to_run(tmp_path):
     message = one_line_error(compose_config(gan_overrides(tmp_path, "sr", 1)))
     assert "stage2" in message and "stage=2" in message and "init_ckpt=" in message
+
+
+def test_a_run_in_the_former_stage2_gan_folder_continues_there(tmp_path):
+    """The adversarial stage is named gan (folder gan/); a run begun in stage2_gan/ continues in that folder."""
+    cfg = compose_config([*gan_overrides(tmp_path, "sr", 1), "resume=auto"])
+    assert Path(cfg.paths.run_dir).name == "gan"
+    adopt_legacy_gan_dir(cfg)
+    assert Path(cfg.paths.run_dir).name == "gan"  # nothing to continue: a new run in gan/
+    legacy = tmp_path / "test" / "stage2_gan" / "checkpoints"
+    legacy.mkdir(parents=True)
+    (legacy / "last.ckpt").write_bytes(b"")
+    adopt_legacy_gan_dir(cfg)
+    assert Path(cfg.paths.run_dir) == legacy.parent
+    plain = compose_config(overrides(tmp_path, "sr", 2, 1))
+    adopt_legacy_gan_dir(plain)
+    assert Path(plain.paths.run_dir).name == "stage2"  # the plain stage 2 is not the adversarial stage
 
 
 def test_stage2_without_stage1_says_what_to_run(tmp_path):

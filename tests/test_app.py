@@ -28,7 +28,7 @@ from diffir.data import bicubic_downsample
 from diffir.errors import UsageError
 from diffir.model_config import CONF_DIR, model_config, model_preset
 from diffir.models import build_model
-from diffir.restore_files import infer
+from diffir.runs.infer import infer
 
 gr = pytest.importorskip("gradio", reason="the app needs the `app` extra: pip install -e '.[app]'")
 from diffir.app import AUTO_WHOLE_PIXELS, RestoreApp, create, drawn_mask, load_models  # noqa: E402

@@ -16,11 +16,11 @@ from PIL import Image
 from diffir.baselines import SR3, Blur, ConditionalDDPM, DDPMPrior, task_operator
 from diffir.checkpoint import atomic_save, load_model, model_record, read_checkpoint
 from diffir.config import compose_config
-from diffir.errors import UsageError
-from diffir.evaluation import evaluate
+from diffir.errors import RunSetupError, UsageError
 from diffir.model_config import CONF_DIR
-from diffir.restore_files import infer
-from diffir.training import RunSetupError, train
+from diffir.runs.evaluate import evaluate
+from diffir.runs.infer import infer
+from diffir.runs.train import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

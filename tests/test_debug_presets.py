@@ -9,7 +9,7 @@ import pytest
 
 from diffir.config import compose_config
 from diffir.model_config import CONF_DIR
-from diffir.training import train
+from diffir.runs.train import train
 
 DEBUG_PRESETS = sorted(p.stem for p in (CONF_DIR / "debug").glob("*.yaml"))
 

@@ -7,11 +7,11 @@ import pytest
 
 from diffir.checkpoint import atomic_save, model_record
 from diffir.config import compose_config
-from diffir.demo import CELL_WIDTH, compare
-from diffir.demo import main as demo
 from diffir.evaluation.grids import LABEL_HEIGHT, PAD
 from diffir.model_config import model_config, model_preset
 from diffir.models import build_model
+from diffir.runs.demo import CELL_WIDTH, compare
+from diffir.runs.demo import main as demo
 
 # make demo trains 1200 + 600 steps (~7.5 min on 2 cores); the same run with a fifth of the steps (the learning
 # rate milestones scaled alike) already shows its promise. Stage 2 over bicubic on the held-out photos, PSNR

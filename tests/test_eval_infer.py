@@ -19,11 +19,11 @@ from scripts import run_script
 from diffir.checkpoint import atomic_save, model_record
 from diffir.data import bicubic_downsample, bicubic_upsample, load_image, mod_crop
 from diffir.errors import UsageError
-from diffir.evaluation import evaluate
 from diffir.metrics import psnr
 from diffir.model_config import CONF_DIR, model_config, model_preset
 from diffir.models import build_model
-from diffir.restore_files import infer
+from diffir.runs.evaluate import evaluate
+from diffir.runs.infer import infer
 
 REPO = Path(__file__).resolve().parents[1]
 

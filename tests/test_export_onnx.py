@@ -25,12 +25,12 @@ from test_official_parity import TINY_REFS, _model
 import diffir
 from diffir.checkpoint import atomic_save, model_record
 from diffir.errors import UsageError
-from diffir.evaluation import evaluate
 from diffir.export import export_onnx, main
 from diffir.models import DiffIRS2
 from diffir.onnx_runtime import META_CONFIG, OnnxModel, example_inputs, graph_inputs
 from diffir.restoration import start_noise
-from diffir.restore_files import infer
+from diffir.runs.evaluate import evaluate
+from diffir.runs.infer import infer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,7 +8,7 @@ from test_training import overrides
 
 from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
-from diffir.training import RunInterrupted, train
+from diffir.runs.train import RunInterrupted, train
 
 
 @pytest.mark.parametrize("signal,exit_code", [("SIGTERM", 143), ("SIGINT", 130)])

@@ -15,15 +15,16 @@ from PIL import Image, ImageOps
 from test_eval_infer import eval_cfg, infer_cfg, save_checkpoint
 from test_training import overrides
 
-from diffir import training
 from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
 from diffir.convert import main as convert
-from diffir.errors import UsageError
-from diffir.evaluation import evaluate, samples
+from diffir.errors import RunSetupError, UsageError
+from diffir.evaluation import samples
 from diffir.io import find_images, read_header, read_rgb, upright
-from diffir.restore_files import infer
-from diffir.training import RunSetupError, train
+from diffir.runs import train as training
+from diffir.runs.evaluate import evaluate
+from diffir.runs.infer import infer
+from diffir.runs.train import train
 
 
 def test_rerunning_a_run_folder_is_refused_or_moves_the_old_run_aside(tmp_path):

@@ -55,7 +55,7 @@ def test_wheel_composes_configs_outside_the_repository(wheel, tmp_path):
     script = (
         "import diffir, diffir.config as c; "
         "cfg = c.compose_config(['task=deblur', 'stage=2']); "
-        "print(diffir.__file__); print(cfg.task_name, cfg.run.max_steps)"
+        "print(diffir.__file__); print(cfg.task, cfg.run.max_steps)"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(
@@ -72,7 +72,7 @@ def test_wheel_declares_console_scripts(wheel):
         name = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
         entry_points = archive.read(name).decode()
     for script in ("diffir-train", "diffir-eval", "diffir-infer"):
-        assert f"{script} = diffir.cli:" in entry_points
+        assert f"{script} = diffir.runs.cli:" in entry_points
 
 
 # --- documentation citations -------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_training_writes_the_folder_at_the_end_when_asked(tmp_path):
     from test_training import overrides
 
     from diffir.config import compose_config
-    from diffir.training import train
+    from diffir.runs.train import train
 
     summary = train(compose_config(overrides(tmp_path, "sr", 1, 1, "export.pretrained=true")))
     folder = Path(summary["pretrained"])
@@ -132,7 +132,8 @@ def test_training_writes_the_folder_at_the_end_when_asked(tmp_path):
 
 def test_export_key_is_known_and_its_typos_are_refused():
     from diffir.config import compose_config
-    from diffir.training import RunSetupError, check_known_keys
+    from diffir.errors import RunSetupError
+    from diffir.runs.checks import check_known_keys
 
     check_known_keys(compose_config(["export.pretrained=true"]))
     with pytest.raises(RunSetupError, match=r"export\.pretrianed.*the keys of export are: pretrained"):
@@ -203,8 +204,8 @@ def sr_folder(tmp_path_factory) -> Path:
 def test_infer_and_eval_accept_a_folder(sr_folder, tmp_path):
     from test_eval_infer import eval_cfg, infer_cfg
 
-    from diffir.evaluation import evaluate
-    from diffir.restore_files import infer
+    from diffir.runs.evaluate import evaluate
+    from diffir.runs.infer import infer
 
     photos = tmp_path / "photos"
     photos.mkdir()

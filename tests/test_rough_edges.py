@@ -26,8 +26,9 @@ from test_training import overrides
 from diffir.callbacks import StepProgressBar, format_metric
 from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
-from diffir.errors import StorageError
-from diffir.training import RunSetupError, build_datamodule, train
+from diffir.errors import RunSetupError, StorageError
+from diffir.runs.build import build_datamodule
+from diffir.runs.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 NOISE = ("litlogger", "LeafSpec", "anonymous setting", "Images sizes do not match", "logging interval")
@@ -178,7 +179,7 @@ def test_a_read_only_experiments_folder_is_one_line(tmp_path, case):
 
 @pytest.mark.parametrize("case", ["new run", "resume"])
 def test_a_read_only_experiments_folder_stops_train_before_anything_is_written(tmp_path, monkeypatch, case):
-    """The same check from Python (``diffir.training.train``), with a read-only file system simulated: root,
+    """The same check from Python (``diffir.runs.train.train``), with a read-only file system simulated: root,
     who runs these tests in some containers, may write in folders whatever their permissions."""
     experiments = tmp_path / "experiments"
     experiments.mkdir()

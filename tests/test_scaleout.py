@@ -136,7 +136,8 @@ def test_ddp_cpu_run_resumes_exactly_and_validates_as_one_process(tmp_path):
         assert_float32_close(resumed["state_dict"][key], value, terms=64, msg=key)
 
     from diffir.config import compose_config
-    from diffir.training import build_datamodule, build_module, build_trainer
+    from diffir.runs.build import build_datamodule, build_module
+    from diffir.runs.train import build_trainer
 
     logged_psnr = logged(run_dir, "val/psnr")
     assert len(logged_psnr) == 2

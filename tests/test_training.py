@@ -16,9 +16,10 @@ from scripts import run_script
 
 from diffir.checkpoint import read_checkpoint
 from diffir.config import compose_config
+from diffir.errors import RunSetupError
 from diffir.lit import NonFiniteLossError, Stage2Module
 from diffir.model_config import CONF_DIR
-from diffir.training import RunSetupError, train
+from diffir.runs.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["sr", "deblur", "inpainting", "realsr"]
@@ -211,7 +212,7 @@ def test_prior_loss_kinds(kind):
 
 
 def is_adversarial_stage(experiment: str) -> bool:
-    return bool(compose_config([f"experiment={experiment}"]).get("gan_stage"))
+    return bool(compose_config([f"experiment={experiment}"]).get("stage_name") == "gan")
 
 
 # The adversarial-stage presets need trained stages 1 and 2 first: tests/test_adversarial.py runs them.
@@ -233,7 +234,7 @@ def test_every_experiment_composes_and_runs_a_step(tmp_path, experiment):
             f"stage{stage}.progressive=null",
             *([f"stage{stage}.encoder_iter=0"] if stage == 2 else []),
         ]
-        summary = train(compose_config([*overrides(tmp_path, cfg.task_name, stage, 1), *extra]))
+        summary = train(compose_config([*overrides(tmp_path, cfg.task, stage, 1), *extra]))
         assert summary["steps"] == 1
 
 

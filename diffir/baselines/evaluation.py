@@ -1,6 +1,6 @@
-"""How ``eval.py`` and ``infer.py`` run the pixel-space diffusion baselines: their checkpoints (SR3, the
-image-conditioned DDPM; a DDPM prior alone is refused) and, in ``eval.py``, GDP (``method=gdp
-prior_ckpt=<DDPM prior>``); :mod:`diffir.evaluation.methods` wraps these runners as its ``Method`` objects.
+"""GDP in ``eval.py`` (``method=gdp prior_ckpt=<DDPM prior>``), as a :class:`~diffir.evaluation.methods.Method`;
+the checkpoints of the other pixel-space baselines (SR3, the image-conditioned DDPM) restore through
+:func:`diffir.restorer.load_restorer`, as every checkpoint does.
 
 Sampling options: ``sampler=ddpm|ddim``, ``steps=``, ``eta=`` (null: the checkpoint's defaults); GDP's
 ``gdp.scale`` (GDP's s for 3·256² outputs, rescaled to each image) and ``gdp.mode`` (x0 | xt), and ``steps``
@@ -9,48 +9,15 @@ Sampling options: ``sampler=ddpm|ddim``, ``steps=``, ``eta=`` (null: the checkpo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 from ..errors import UsageError
-from ..runner import load_checkpoint
+from ..restorer import load_checkpoint
 from .gdp import GDP, task_operator
-from .methods import DDPMPrior, PixelDiffusion
-
-
-def sampler_options(cfg: DictConfig) -> dict[str, Any]:
-    """``sampler`` / ``steps`` / ``eta`` of an eval or infer config, those that are set."""
-    return {k: cfg.get(k) for k in ("sampler", "steps", "eta") if cfg.get(k) is not None}
-
-
-def check_pixel_model(model: Any, path: str | Path, cfg: DictConfig) -> None:
-    """A prior alone cannot restore, and the baselines restore whole images only."""
-    if isinstance(model, DDPMPrior):
-        raise UsageError(
-            f"{path} is GDP's unconditional DDPM prior: it restores through GDP's guidance, with "
-            f"method=gdp prior_ckpt={path} task=<sr|deblur|inpainting>"
-        )
-    if cfg.get("tile"):
-        raise UsageError(
-            f"{path} is a pixel-space diffusion baseline: it restores whole images only, drop tile="
-        )
-
-
-def pixel_runner(model: PixelDiffusion, cfg: DictConfig) -> Any:
-    """``run(lq) -> restored`` of an SR3 / cDDPM checkpoint, with the config's sampler options and seed."""
-    options = sampler_options(cfg)
-    try:
-        model.sampler(**options)
-    except ValueError as err:
-        raise UsageError(f"{model.method}: {err}") from err
-
-    def run(lq: torch.Tensor) -> torch.Tensor:
-        return model.restore(lq, torch.Generator().manual_seed(cfg.seed), **options)
-
-    return run
+from .methods import DDPMPrior
 
 
 def gdp_runner(cfg: DictConfig, task: str, scale: int, device: torch.device) -> tuple[GDP, Any]:

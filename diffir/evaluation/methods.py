@@ -7,20 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from ..baselines import PixelDiffusion
-from ..baselines.evaluation import check_pixel_model, gdp_runner, pixel_runner
+from ..baselines.evaluation import gdp_runner
 from ..baselines.gdp import GDP_SCALES
 from ..data import bicubic_upsample
 from ..errors import UsageError
-from ..models import DiffIRS1
-from ..onnx_runtime import OnnxModel
-from ..restoration import restore, restore_image, restore_tiled, start_noise
-from ..runner import check_tile_size, load_checkpoint
+from ..restorer import Restorer, load_restorer
 from .protocol import as_list, task_config
 from .samples import Sample
 
@@ -48,44 +43,18 @@ def _unique_names(paths: list[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
-def _checkpoint_method(model: Any, name: str, path: Path, cfg: DictConfig, device: torch.device) -> Method:
-    if isinstance(model, PixelDiffusion):  # SR3 / cDDPM: their own sampler (sampler=, steps=, eta=)
-        check_pixel_model(model, path, cfg)
-        restore_lq = pixel_runner(model, cfg)
-        return Method(name, lambda sample: restore_lq(sample.lq), sum(p.numel() for p in model.parameters()))
-    noise = start_noise(model, 1, cfg.seed, device)
-    if isinstance(model, OnnxModel):  # run by onnxruntime
-        check_tile_size(cfg.tile, model, path)  # refused: the graph restores whole images
-
-        def run(sample: Sample) -> torch.Tensor:
-            # the graph takes the image and the mask and masks it itself: the masked image of an inpainting
-            # sample gives the same input (its masks are binary), and the same composite
-            image = sample.lq if sample.mask is None else sample.lq[:, :3]
-            return restore_image(model, image, mask=sample.mask, noise=noise)
-
-        return Method(f"{name} ({model.backend})", run, model.parameters, counts_macs=False)
-    if isinstance(model, DiffIRS1):
-        if cfg.tile:
-            raise UsageError(f"{name} is a stage-1 checkpoint: it needs the whole GT, so it cannot be tiled")
+def _checkpoint_method(restorer: Restorer, name: str) -> Method:
+    """A checkpoint's :class:`~diffir.restorer.Restorer` on eval samples (whose LQ is the network input: for
+    inpainting the masked image and the mask, which give the restorer the same input, masks being binary)."""
+    if restorer.oracle:
         name = f"{name} (stage-1 oracle)"  # sees the GT: an upper bound, not a restoration result
+    elif restorer.backend != "pytorch":
+        name = f"{name} ({restorer.backend})"
 
-        def run(sample: Sample) -> torch.Tensor:
-            return restore(model, sample.lq, gt=sample.gt)
+    def run(sample: Sample) -> torch.Tensor:
+        return restorer(sample.lq[:, :3], sample.mask, sample.gt if restorer.oracle else None)
 
-    elif cfg.tile:
-        check_tile_size(cfg.tile, model, path)
-
-        def run(sample: Sample) -> torch.Tensor:
-            return restore_tiled(
-                model, sample.lq, cfg.tile, cfg.tile_overlap, noise, cfg.prior, cfg.prior_max_side
-            )
-
-    else:
-
-        def run(sample: Sample) -> torch.Tensor:
-            return restore(model, sample.lq, noise=noise)
-
-    return Method(name, run, sum(p.numel() for p in model.parameters()))
+    return Method(name, run, restorer.parameters, counts_macs=restorer.backend == "pytorch")
 
 
 def bicubic(sample: Sample, scale: int) -> torch.Tensor:
@@ -107,8 +76,8 @@ def build_methods(cfg: DictConfig, device: torch.device) -> tuple[list[Method], 
         raise UsageError(
             "nothing to evaluate: pass ckpt=<file> (or ckpt=[a,b]) and/or method=bicubic|identity"
         )
-    loaded = [load_checkpoint(path, device, compile=cfg.get("compile", False)) for path in ckpts]
-    tasks = {(c["task"], int(c["scale"])) for _, c in loaded}
+    restorers = [load_restorer(path, cfg, device=device, oracle=True) for path in ckpts]
+    tasks = {(r.task, int(r.config["scale"])) for r in restorers}
     if len(tasks) > 1:
         raise UsageError(
             f"the checkpoints are for different tasks / scales {sorted(tasks)}: evaluate them separately"
@@ -131,8 +100,8 @@ def build_methods(cfg: DictConfig, device: torch.device) -> tuple[list[Method], 
         raise UsageError(f"scale={scale} is only meaningful for task=sr")
 
     methods = [
-        _checkpoint_method(model, name, path, cfg, device)
-        for (model, _), name, path in zip(loaded, _unique_names(ckpts), ckpts, strict=True)
+        _checkpoint_method(restorer, name)
+        for restorer, name in zip(restorers, _unique_names(ckpts), strict=True)
     ]
     for baseline in baselines:
         if baseline not in BASELINES:

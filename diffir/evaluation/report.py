@@ -1,5 +1,6 @@
 """The results of an evaluation as files: metrics.json, metrics.csv (one row per dataset and method),
-per_image.csv and metrics.md (the markdown table, also printed), and optionally a W&B table."""
+per_image.csv and metrics.md (the markdown table, also printed); :func:`results_table` is also what
+:func:`diffir.runs.loggers.log_results` sends to W&B."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import csv
 import json
 from pathlib import Path
 from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
 
 METRIC_FORMATS = {"psnr": ".2f", "ssim": ".4f", "lpips": ".4f", "fid": ".2f"}
 
@@ -84,27 +83,3 @@ def write_results(results: dict[str, Any], out_dir: Path) -> str:
     table = f"{title}\n\n{markdown_table(*results_table(results))}\n"
     (out_dir / "metrics.md").write_text(table)
     return table
-
-
-def log_to_wandb(cfg: DictConfig, results: dict[str, Any]) -> None:
-    """Send the table (a ``wandb.Table``) and the means to W&B; offline without an API key."""
-    import wandb  # imported only when asked for: it is slow to import
-
-    from ..training import configure_wandb
-
-    offline = configure_wandb(cfg)
-    run = wandb.init(
-        project=cfg.logger.wandb.project,
-        name=cfg.logger.wandb.name,
-        job_type="eval",
-        dir=str(cfg.output_dir),
-        config=OmegaConf.to_container(cfg, resolve=True),
-        mode="offline" if offline else None,
-    )
-    columns, rows = results_table(results)
-    run.log({"eval/metrics": wandb.Table(columns=columns, data=rows)})
-    for dataset, per_method in results["datasets"].items():
-        for method, r in per_method.items():
-            for metric, value in r["mean"].items():
-                run.summary[f"{dataset}/{method}/{metric}"] = value
-    run.finish()

@@ -13,19 +13,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .baselines import PixelDiffusion
-from .baselines.evaluation import check_pixel_model, pixel_runner
-from .errors import UsageError
-from .io import find_images, find_mask, read_image, read_mask, require_writable_dir, save_png
-from .restoration import restore_one, seeded_noise
-from .runner import (
-    check_tile_size,
-    check_tiling_config,
-    load_checkpoint,
-    require_stage2,
-    resolve_device,
-)
-from .speed import log_compile_cost
+from ..errors import UsageError
+from ..io import find_images, find_mask, read_image, read_mask, require_writable_dir, save_png
+from ..restoration import check_tiling_config
+from ..restorer import load_restorer
+from ..speed import log_compile_cost
 
 log = logging.getLogger("diffir")
 
@@ -57,15 +49,8 @@ def infer(cfg: DictConfig) -> list[Path]:
         raise UsageError(f"missing {', '.join(f'{k}=' for k in missing)}; usage: {USAGE}")
     check_tiling_config(cfg)
     output = require_writable_dir(cfg.output, "output=")
-    device = resolve_device(cfg.device)
-    model, config = load_checkpoint(cfg.ckpt, device, compile=cfg.get("compile", False))
-    model = require_stage2(model, cfg.ckpt)
-    pixel = None
-    if isinstance(model, PixelDiffusion):  # SR3 / cDDPM: their own sampler (sampler=, steps=, eta=)
-        check_pixel_model(model, cfg.ckpt, cfg)
-        pixel = pixel_runner(model, cfg)
-    check_tile_size(cfg.tile, model, cfg.ckpt)
-    task = config["task"]
+    restorer = load_restorer(cfg.ckpt, cfg)
+    task = restorer.task
     if task == "inpainting" and cfg.mask is None:
         raise UsageError("an inpainting checkpoint needs mask=<file or folder> (white / non-zero = hole)")
     if task != "inpainting" and cfg.mask is not None:
@@ -74,7 +59,7 @@ def infer(cfg: DictConfig) -> list[Path]:
     masks = [find_mask(cfg.mask, name, path) if cfg.mask is not None else None for path, name in images]
     targets = _output_paths(images, output)
 
-    noise = seeded_noise(model, cfg.seed, device)
+    torch.manual_seed(cfg.seed)  # models with reverse_noise draw from torch's generator (as the app does)
     written, skipped = [], []
     for (path, _), mask_file, target in tqdm(
         list(zip(images, masks, targets, strict=True)), desc="infer", unit="img"
@@ -85,18 +70,7 @@ def infer(cfg: DictConfig) -> list[Path]:
         except UsageError as err:
             skipped.append(str(err))
             continue
-        out = restore_one(
-            model,
-            image,
-            mask,
-            noise,
-            device,
-            tile=cfg.tile,
-            tile_overlap=cfg.tile_overlap,
-            prior=cfg.prior,
-            prior_max_side=cfg.prior_max_side,
-            pixel=pixel,
-        )
+        out = restorer(image, mask)
         save_png(out, target, bits if cfg.keep_16bit else 8)
         written.append(target)
     log.info("wrote %d image(s) to %s", len(written), output)

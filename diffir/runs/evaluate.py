@@ -1,4 +1,5 @@
-"""The evaluation loop: every method on every image of every dataset, timed, scored and saved."""
+"""The run behind ``python eval.py``: every method on every image of every dataset, timed, scored and saved
+(what is evaluated, on which images, with which metrics and into which files: :mod:`diffir.evaluation`)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,17 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.utils import save_image
 from tqdm import tqdm
 
+from ..evaluation.grids import cell_width, comparison_grid
+from ..evaluation.methods import Method, build_methods
+from ..evaluation.protocol import as_list, build_metrics, task_config
+from ..evaluation.report import METRIC_FORMATS, write_results
+from ..evaluation.samples import Sample, TestSet, build_datasets, check_fid_set_sizes, check_sizes
 from ..io import require_writable_dir, save_png
 from ..metrics import MetricSuite
-from ..restoration import composite
-from ..runner import check_tiling_config, resolve_device
+from ..restoration import check_tiling_config, composite
+from ..restorer import resolve_device
 from ..speed import log_compile_cost
-from .grids import cell_width, comparison_grid
-from .methods import Method, build_methods
-from .protocol import as_list, build_metrics, task_config
-from .report import METRIC_FORMATS, log_to_wandb, write_results
-from .samples import Sample, TestSet, build_datasets, check_fid_set_sizes, check_sizes
+from .loggers import log_results
 
 log = logging.getLogger("diffir")
 
@@ -162,5 +164,5 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("compile"):
         log_compile_cost()
     if "wandb" in cfg.logger:
-        log_to_wandb(cfg, results)
+        log_results(cfg, results)
     return results

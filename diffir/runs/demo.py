@@ -1,7 +1,7 @@
 """The README's main job: train both DiffIR stages on the bundled photos, then compare with bicubic.
 
-``python -m diffir.demo [key=value ...]`` runs ``train.py experiment=demo stage=1``, then ``stage=2``, then
-scores bicubic upsampling, stage 1 (an oracle: its prior sees the GT) and stage 2 (the real method) on the
+``python -m diffir.runs.demo [key=value ...]`` (``make demo``) runs ``train.py experiment=demo stage=1``, then
+``stage=2``, then scores bicubic upsampling, stage 1 (an oracle: its prior sees the GT) and stage 2 (the real method) on the
 held-out photos, prints the table and saves it with a comparison grid under ``experiments/demo/``.
 """
 
@@ -18,15 +18,13 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
-from .checkpoint import load_model
-from .config import compose_config
-from .data import bicubic_upsample
-from .errors import UsageError
-from .evaluation.grids import comparison_grid, stack
-from .evaluation.report import markdown_table
-from .models import DiffIRS1
-from .restoration import restore, start_noise
-from .training import RunSetupError, train
+from ..config import compose_config
+from ..data import bicubic_upsample
+from ..errors import RunSetupError, UsageError
+from ..evaluation.grids import comparison_grid, stack
+from ..evaluation.report import markdown_table
+from ..restorer import load_restorer
+from .train import train
 
 STAGE1, STAGE2 = "DiffIR stage 1 (oracle: prior from GT)", "DiffIR stage 2"
 COLUMNS = {"bicubic": "bicubic", STAGE1: "stage 1 (oracle)", STAGE2: "stage 2"}
@@ -40,15 +38,17 @@ def compare(
     """Score bicubic and each checkpoint on the validation photos; returns the table and a comparison grid:
     one row per photo, columns LQ | bicubic | stage 1 | stage 2 | GT labelled with each image's PSNR."""
     dataset = instantiate(cfg.data.module.val, _convert_="object")
-    models = {name: load_model(path)[0] for name, path in checkpoints.items()}
-    suites = {name: instantiate(cfg.metrics, _convert_="object") for name in ["bicubic", *models]}
+    restorers = {
+        name: load_restorer(path, device=torch.device("cpu"), oracle=True)
+        for name, path in checkpoints.items()
+    }
+    suites = {name: instantiate(cfg.metrics, _convert_="object") for name in ["bicubic", *restorers]}
     rows = []
     for index, batch in enumerate(DataLoader(dataset, batch_size=1)):
         lq, gt = batch["lq"], batch["gt"]
         outputs = {"bicubic": bicubic_upsample(lq, cfg.scale).clamp(0, 1)}
-        for name, model in models.items():
-            noise = start_noise(model, 1, cfg.seed + index)
-            out = restore(model, lq, gt=gt if isinstance(model, DiffIRS1) else None, noise=noise)
+        for name, restorer in restorers.items():
+            out = restorer(lq, gt=gt if restorer.oracle else None, seed=cfg.seed + index)
             outputs[name] = out.clamp(0, 1)
         labels = ["LQ"]
         for name, out in outputs.items():

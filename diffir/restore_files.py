@@ -17,6 +17,7 @@ from .diffusion import PixelDiffusion
 from .errors import UsageError
 from .evaluation.pixel_diffusion import check_pixel_model, pixel_runner
 from .io import find_images, find_mask, read_image, read_mask, require_writable_dir, save_png
+from .models.switches import log_compile_cost
 from .restoration import restore_one, seeded_noise
 from .runner import (
     check_tile_size,
@@ -25,7 +26,6 @@ from .runner import (
     require_stage2,
     resolve_device,
 )
-from .speed import log_compile_cost
 
 log = logging.getLogger("diffir")
 

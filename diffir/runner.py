@@ -20,9 +20,9 @@ from .checkpoint import CheckpointError, load_model
 from .errors import UsageError
 from .io import require_writable_dir
 from .models import DiffIRS1, DiffIRS2
+from .models.switches import compile_model
 from .onnx_runtime import OnnxModel
 from .restoration import check_tiling
-from .speed import compile_model
 
 log = logging.getLogger("diffir")
 
@@ -70,7 +70,7 @@ def load_checkpoint(
     """The model of ``path`` and its config, the one place that chooses the backend: an ``.onnx`` graph
     (``python -m diffir.export``) runs with onnxruntime (:class:`~diffir.onnx_runtime.OnnxModel`), anything
     else is :func:`diffir.checkpoint.load_model`'s (a checkpoint file or a model folder) in PyTorch, compiled
-    with ``compile=True`` (:func:`diffir.speed.compile_model`). Errors are :class:`UsageError`."""
+    with ``compile=True`` (:func:`diffir.models.switches.compile_model`). Errors are :class:`UsageError`."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UsageError(f"checkpoint {path} ({path.absolute()}) does not exist")

@@ -39,9 +39,9 @@ from .metrics import MissingWeightsError
 from .model_config import CONF_DIR, build_from_config, model_config
 from .models import DiffIRS1, DiffIRS2
 from .models.dirformer import SR_SCALES
+from .models.switches import compile_model, log_compile_cost, set_checkpointing
 from .noise import quiet
 from .runlock import RunLock, RunLockedError
-from .speed import compile_model, log_compile_cost, set_checkpointing
 from .tasks import task_facts
 
 log = logging.getLogger("diffir")

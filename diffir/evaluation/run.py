@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from ..io import require_writable_dir, save_png
 from ..metrics import MetricSuite
+from ..models.switches import log_compile_cost
 from ..restoration import composite
 from ..runner import check_tiling_config, resolve_device
-from ..speed import log_compile_cost
 from .grids import cell_width, comparison_grid
 from .methods import Method, build_methods
 from .protocol import as_list, build_metrics, task_config

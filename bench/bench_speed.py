@@ -10,7 +10,8 @@ in one process, and each time is reported as a ratio to the baseline of the same
 
 - ``reference``: the same weights computed in the official order (``diffir.models.reference``: permuting
   LayerNorm, ``torch.var``, plain 1×1 convolutions, the SR head layer by layer, NCHW; tested equal to ours),
-  which runs at the official code's own speed (its ``DiffIR_S2`` timed side by side: 0.95-1.05);
+  which runs at the official code's own speed (the reference took 0.99-1.05x the time of the official
+  ``DiffIR_S2``, run beside it in one process on the same weights, at LQ 64 and 1.04x at LQ 128);
 - ``diffir``: the default path (channels-last, fused LayerNorm, oneDNN 1x1 convolutions, composed SR head
   and attention projection);
 - ``diffir-nchw``: the same code in NCHW memory (what channels-last brings);

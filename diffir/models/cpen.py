@@ -1,4 +1,4 @@
-"""CPEN: the compact IR prior extraction network (paper §3.1, Fig. 2).
+"""CPEN: the compact IR prior extraction network (paper §3.1, Fig. 2; docs/method.md §1.3).
 
 CPEN_S1 sees the LQ and the GT (both pixel-unshuffled to a common resolution, LQ part first) and CPEN_S2
 sees the LQ only; both map to one IPR vector ``z ∈ R^{4·n_feats}`` per image (a global average pool, so

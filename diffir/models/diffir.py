@@ -1,4 +1,5 @@
-"""DiffIR wrappers with the official part names: ``DiffIRS1(G, E)`` and ``DiffIRS2(G, condition, denoise)``."""
+"""DiffIR wrappers with the official part names (docs/method.md §1.5): ``DiffIRS1(G, E)`` and
+``DiffIRS2(G, condition, denoise)``."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ class ResMLP(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """The denoising MLP ``ε_θ``: input ``[c, t / (10·T), x_t]`` (2·ipr_dim + 1), output ipr_dim.
+    """The denoising MLP ``ε_θ`` (docs/method.md §1.4): input ``[c, t / (10·T), x_t]`` (2·ipr_dim + 1), output ipr_dim.
 
     With the official x0-parameterisation the output is the clean-prior estimate x̂0.
     """

@@ -169,7 +169,7 @@ def transposed_attention(
     composed: bool,
 ) -> torch.Tensor:
     """``project_out(softmax(τ · q̂ k̂ᵀ) v)`` per head for (b, c, h, w) maps, ``q̂``, ``k̂`` L2-normalised over the
-    pixels (docs/method.md §1.4); ``temperature`` is τ, (heads, 1, 1).
+    pixels (docs/method.md §1.1); ``temperature`` is τ, (heads, 1, 1).
 
     The L2 norms (clamped at F.normalize's 1e-12) divide the small c×c product instead of q and k.
     ``composed``: ``project_out(attn @ v) = (W_o · blockdiag(attn)) @ v``, one c×c product per image instead of
@@ -213,7 +213,7 @@ def _phase_taps() -> tuple[torch.Tensor, ...]:
     return torch.tensor(m), torch.tensor(n), torch.tensor(sub), torch.tensor(targets).flatten()
 
 
-_phase_taps_cache: tuple[torch.Tensor, ...] | None = None
+_PHASE_TAPS = _phase_taps()  # built outside any inference_mode: autograd may save the indices
 
 
 def compose_shuffle_conv(inner: nn.Conv2d, outer: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -221,13 +221,10 @@ def compose_shuffle_conv(inner: nn.Conv2d, outer: nn.Conv2d) -> tuple[torch.Tens
     PixelShuffle(2)(K(y))`` away from the border (both 3×3, padding 1): ``K`` maps ``y`` to the 4 sub-pixel
     phases of each output channel. Every (phase, outer tap) reads one sub-pixel channel of ``inner`` at a
     shift of -1, 0 or 1 on ``y``'s grid, so ``K`` is one matrix product of the two weights, scattered."""
-    global _phase_taps_cache
-    if _phase_taps_cache is None:
-        _phase_taps_cache = _phase_taps()
     w_in, w_out = inner.weight, outer.weight
     c_out, c_mid, c_in = w_out.shape[0], w_out.shape[1], w_in.shape[1]
     taps, dev = w_out.permute(0, 2, 3, 1).reshape(c_out * 9, c_mid), w_in.device
-    m, n, sub, target = (t.to(dev) for t in _phase_taps_cache)
+    m, n, sub, target = (t.to(dev) for t in _PHASE_TAPS)
     products = (taps @ w_in.reshape(c_mid, 4 * c_in * 9)).view(c_out, 3, 3, 4, c_in, 9)[:, m, n, sub]
     kernel = w_in.new_zeros(c_out, c_in, 4 * 25).index_add_(
         2, target, products.permute(0, 2, 1, 3).reshape(c_out, c_in, 36 * 9)

@@ -1,4 +1,4 @@
-"""Inference and training-step speed of the paper models against the official formulation, in one run.
+"""Inference and training-step speed of the paper models against the official-order reference, in one run.
 
     python -m bench.bench_speed                      # quick: every task's paper model at small sizes
     python -m bench.bench_speed --paper              # the issue's sizes (SR x4 at LQ 64 and 128, ...), 7 rounds
@@ -8,9 +8,10 @@
 For each task's paper model (stage 2, random weights, batch 1) the variants run interleaved, round by round,
 in one process, and each time is reported as a ratio to the baseline of the same round (median over rounds):
 
-- ``official``: the same weights computed with the official formulation of the blocks (permuting LayerNorm,
-  ``torch.var``, NCHW; ``bench/official_formulation.py``, tested equal to ours): the stand-in for the official
-  code, which runs at this speed;
+- ``reference``: the same weights computed in the official order (``diffir.models.reference``: permuting
+  LayerNorm, ``torch.var``, plain 1×1 convolutions, the SR head layer by layer, NCHW; tested equal to ours),
+  which runs at the official code's own speed (the reference took 0.99-1.05x the time of the official
+  ``DiffIR_S2``, run beside it in one process on the same weights, at LQ 64 and 1.04x at LQ 128);
 - ``diffir``: the default path (channels-last, fused LayerNorm, oneDNN 1x1 convolutions, composed SR head
   and attention projection);
 - ``diffir-nchw``: the same code in NCHW memory (what channels-last brings);
@@ -20,7 +21,7 @@ in one process, and each time is reported as a ratio to the baseline of the same
 
 A training step is the teacher prior (CPEN_S1, no grad), the stage-2 forward (training chain), L1(out, GT) +
 L1(ẑ, z), backward, Adam and the EMA update; diffir's variants build Adam as diffir's training does (fused),
-the official one as BasicSR does (``torch.optim.Adam`` defaults). Times are the process CPU time by default
+the reference as BasicSR does (``torch.optim.Adam`` defaults). Times are the process CPU time by default
 (one thread: the compute, and robust to other load on a shared machine); ``--clock wall`` uses wall-clock
 time.
 
@@ -57,11 +58,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.official_formulation import official_formulation
 from diffir.lit.optim import build_optimizer
 from diffir.model_config import model_preset
-from diffir.models import DiffIRS2, build_model, set_channels_last
-from diffir.speed import compile_model, compile_seconds, set_checkpointing
+from diffir.models import DiffIRS2, build_model, reference_model
+from diffir.models.switches import compile_model, compile_seconds, set_channels_last, set_checkpointing
 from diffir.summary import summarize
 from diffir.tasks import task_facts
 
@@ -147,7 +147,10 @@ def interleave(
     return times
 
 
-def ratios(times: dict[str, list[float]], baseline: str = "official") -> dict[str, tuple[float, float]]:
+BASELINE = "reference"
+
+
+def ratios(times: dict[str, list[float]], baseline: str = BASELINE) -> dict[str, tuple[float, float]]:
     """Per variant: (median seconds, median over rounds of the time / the same round's baseline time)."""
     return {
         name: (
@@ -160,9 +163,9 @@ def ratios(times: dict[str, list[float]], baseline: str = "official") -> dict[st
 
 def print_table(title: str, rows: dict[str, tuple[float, float]]) -> None:
     print(f"\n{title}")
-    print(f"  {'variant':<18}{'seconds':>10}{'/ official':>12}{'speed-up':>10}")
+    print(f"  {'variant':<18}{'seconds':>10}{'/ ' + BASELINE:>13}{'speed-up':>10}")
     for name, (seconds, ratio) in rows.items():
-        print(f"  {name:<18}{seconds:>10.3f}{ratio:>12.3f}{1 / ratio:>9.2f}x")
+        print(f"  {name:<18}{seconds:>10.3f}{ratio:>13.3f}{1 / ratio:>9.2f}x")
 
 
 def matmul_rate(clock: Callable[[], float], n: int = 1024, repeats: int = 10) -> float:
@@ -190,11 +193,11 @@ def memory_child(args: argparse.Namespace) -> None:
     task, size = args.memory_task, args.memory_size
     model = build(task)
     teacher = build_model(task, 1, TASKS[task], **model_preset(task, "paper")).E.requires_grad_(False).eval()
-    if args.memory_variant == "official":
-        model, teacher = official_formulation(model), official_formulation(teacher)
+    if args.memory_variant == BASELINE:
+        model, teacher = reference_model(model), reference_model(teacher)
     set_checkpointing(model, args.memory_variant == "diffir-ckpt")
     data = inputs(task, size, torch.Generator().manual_seed(0))
-    step = training_fn(model, teacher, data, official=args.memory_variant == "official")
+    step = training_fn(model, teacher, data, official=args.memory_variant == BASELINE)
     step()
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current size (Linux)
     before, peaks = status_mb("VmRSS"), {}
@@ -202,7 +205,7 @@ def memory_child(args: argparse.Namespace) -> None:
     print(json.dumps({**peaks, "step_mb": status_mb("VmHWM") - before}))
 
 
-MEMORY_VARIANTS = ("official", "diffir", "diffir-ckpt")
+MEMORY_VARIANTS = (BASELINE, "diffir", "diffir-ckpt")
 
 
 def available_mb() -> float:
@@ -267,10 +270,10 @@ def bench_task(task: str, sizes: list[int], args: argparse.Namespace, clock, rat
     scale = TASKS[task]
     ours = build(task)
     teacher = build_model(task, 1, scale, **model_preset(task, "paper")).E.requires_grad_(False).eval()
-    variants = {"official": official_formulation(ours), "diffir": ours}
+    variants = {BASELINE: reference_model(ours), "diffir": ours}
     variants["diffir-nchw"] = set_channels_last(copy.deepcopy(ours), False)
     teachers = {
-        "official": official_formulation(teacher),
+        BASELINE: reference_model(teacher),
         "diffir-nchw": set_channels_last(copy.deepcopy(teacher), False),
     }
     bf16 = bf16_supported() and not args.no_bf16
@@ -325,9 +328,7 @@ def bench_task(task: str, sizes: list[int], args: argparse.Namespace, clock, rat
     size = sizes[0]
     data = inputs(task, size, torch.Generator().manual_seed(size))
     steps = {
-        name: training_fn(
-            copy.deepcopy(model), teachers.get(name, teacher), data, official=name == "official"
-        )
+        name: training_fn(copy.deepcopy(model), teachers.get(name, teacher), data, official=name == BASELINE)
         for name, model in variants.items()
     }
     steps["diffir-ckpt"] = training_fn(set_checkpointing(copy.deepcopy(ours), True), teacher, data)

@@ -29,6 +29,12 @@ def model_preset(task: str, preset: str = "paper") -> dict[str, Any]:
     return dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
 
 
+def diffusion_preset(name: str = "official") -> dict[str, Any]:
+    """The IPR diffusion settings of ``conf/diffusion/<name>.yaml`` (``build_model``'s stage-2 arguments)."""
+    values = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "diffusion" / f"{name}.yaml"), resolve=True)
+    return {k: values[k] for k in DIFFUSION_KEYS}
+
+
 def model_config(
     task: str, stage: int, scale: int, arch: dict | DictConfig, diffusion: dict | DictConfig | None = None
 ) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from .baselines import DDPMPrior, PixelDiffusion
 from .checkpoint import CheckpointError, load_model
 from .errors import UsageError
 from .models import DiffIRS1, DiffIRS2
+from .models.switches import compile_model
 from .onnx_runtime import OnnxModel
 from .restoration import TileProgress, check_tile_size, restore_one, start_noise
-from .speed import compile_model
 
 log = logging.getLogger("diffir")
 
@@ -50,7 +50,7 @@ def load_checkpoint(path: str | Path, device: torch.device, compile: bool = Fals
     """The model of ``path`` and its config, the one place that chooses the backend: an ``.onnx`` graph
     (``python -m diffir.export``) runs with onnxruntime (:class:`~diffir.onnx_runtime.OnnxModel`), anything
     else is :func:`diffir.checkpoint.load_model`'s (a checkpoint file or a model folder) in PyTorch, compiled
-    with ``compile=True`` (:func:`diffir.speed.compile_model`). Errors are :class:`UsageError`."""
+    with ``compile=True`` (:func:`diffir.models.switches.compile_model`). Errors are :class:`UsageError`."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UsageError(f"checkpoint {path} ({path.absolute()}) does not exist")

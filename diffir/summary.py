@@ -8,6 +8,7 @@ with torch's own FLOP counter (MACs = FLOPs / 2), layer by layer as the official
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Any
@@ -17,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import compose_config
 from .model_config import build_from_config, model_config
-from .models import DMTA, DiffIRS1, DiffIRS2, SRHead
+from .models import DiffIRS1, DiffIRS2, switches
 from .tasks import task_facts
 
 COMPONENT_NAMES = {
@@ -46,16 +47,10 @@ def summarize(
     number papers report; ``False`` counts what diffir executes (its composed SR head and attention need
     fewer).
     """
-    switched = [m for m in model.modules() if isinstance(m, SRHead | DMTA) and m.composed and layer_by_layer]
     counter = FlopCounterMode(display=False)
-    try:
-        for module in switched:
-            module.composed = False
-        with torch.no_grad(), counter:
-            model(*inputs)
-    finally:
-        for module in switched:
-            module.composed = True
+    order = switches.layer_by_layer(model) if layer_by_layer else contextlib.nullcontext()
+    with order, torch.no_grad(), counter:
+        model(*inputs)
     flops = counter.get_flop_counts()
     root = type(model).__name__
     components = {}

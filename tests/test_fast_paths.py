@@ -1,6 +1,6 @@
 """Every optimised path computes the default function: channels-last vs NCHW, activation checkpointing on vs
-off, the composed SR head vs layer by layer, and the official block formulation of bench/ (the speed
-baseline) vs ours, outputs and gradients."""
+off, the composed SR head vs layer by layer, and the official-order reference model (diffir.models.reference,
+the speed baseline) vs ours, outputs and gradients."""
 
 from __future__ import annotations
 
@@ -11,11 +11,22 @@ import pytest
 import torch
 from numerics import assert_float32_close, assert_within_relative, float32_tolerance
 
-from bench.official_formulation import OfficialLayerNorm, official_formulation
 from diffir.lit.optim import build_optimizer
 from diffir.model_config import model_preset
-from diffir.models import CPEN, DMTA, DIRformer, SRHead, build_model, set_channels_last, set_composed
-from diffir.models.blocks import Conv1x1, LayerNorm, conv1x1
+from diffir.models import (
+    CPEN,
+    DMTA,
+    DIRformer,
+    SRHead,
+    build_model,
+    reference_model,
+    set_channels_last,
+    set_checkpointing,
+    set_composed,
+)
+from diffir.models.blocks import LayerNorm
+from diffir.models.ops import Conv1x1, conv1x1
+from diffir.models.reference import layer_norm as reference_layer_norm
 from diffir.summary import summarize
 
 TASK_SCALES = [("sr", 4), ("sr", 2), ("deblur", 1), ("inpainting", 1)]
@@ -89,8 +100,7 @@ def test_channels_last_equals_nchw(task, scale):
 @pytest.mark.parametrize("task,scale", TASK_SCALES)
 def test_activation_checkpointing_equals_default(task, scale):
     default = tiny(task, 2, scale)
-    checkpointed = copy.deepcopy(default)
-    checkpointed.G.checkpointing = True
+    checkpointed = set_checkpointing(copy.deepcopy(default), True)
     calls = []
     checkpointed.G.encoder_level1[0].register_forward_pre_hook(lambda *_: calls.append(1))
     assert_same(stage2_loss(default, task, scale), stage2_loss(checkpointed, task, scale))
@@ -100,7 +110,7 @@ def test_activation_checkpointing_equals_default(task, scale):
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("task,scale", TASK_SCALES)
 def test_composed_head_and_attention_equal_layer_by_layer(task, scale, bias):
-    """The SR head and the attention's output projection composed (default) vs in the official order."""
+    """The SR head and the attention's output projection composed (default) vs layer by layer."""
     composed = tiny(task, 2, scale, bias=bias)
     assert all(m.composed for m in composed.modules() if isinstance(m, SRHead | DMTA))
     layered = set_composed(copy.deepcopy(composed), False)
@@ -161,23 +171,23 @@ def test_mac_count_is_the_official_one_unless_asked_for_the_executed_one():
 
 @pytest.mark.parametrize("layer_norm", ["BiasFree", "WithBias"])
 @pytest.mark.parametrize("task,scale", TASK_SCALES)
-def test_official_formulation_in_bench_equals_ours(task, scale, layer_norm):
+def test_reference_model_equals_ours(task, scale, layer_norm):
     """The speed baseline is honest: the same function on the same weights (both LayerNorm flavours)."""
     ours = tiny(task, 2, scale, LayerNorm_type=layer_norm, bias=layer_norm == "WithBias")
     with torch.no_grad():  # LayerNorm affines and temperatures away from their 1 / 0 initialisation, so that
         for name, param in ours.named_parameters():  # folding the LayerNorm affine into the modulation counts
             if ".norm" in name or name.endswith("temperature"):
                 param.copy_(torch.randn_like(param))
-    official = official_formulation(ours)
+    official = reference_model(ours)
     assert official.state_dict().keys() == ours.state_dict().keys()
     assert not official.G.channels_last
     assert not any(m.composed for m in official.modules() if isinstance(m, SRHead | DMTA))
     assert_same(stage2_loss(ours, task, scale), stage2_loss(official, task, scale))
 
 
-def test_official_formulation_matches_stage1_too():
+def test_reference_model_matches_stage1_too():
     ours = tiny("sr", 1, 4)
-    official = official_formulation(ours)
+    official = reference_model(ours)
     lq, gt = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         assert_float32_close(ours(lq, gt)[0], official(lq, gt)[0], terms=FORWARD_TERMS)
@@ -230,7 +240,7 @@ def test_layer_norm_module_and_its_folded_form_equal_the_official_layer_norm(lay
         for param in norm.parameters():
             param.copy_(torch.randn_like(param))
     x = torch.randn(2, 6, 5, 7).contiguous(memory_format=torch.channels_last) * 3 + 1
-    want = OfficialLayerNorm(norm.body)(x)
+    want = reference_layer_norm(norm, x)
     # the mean and the variance each sum the 6 channels, whose errors the affine scales by |x - μ|/σ ≲ 2 here:
     # 2·2·6 terms (measured ≤ 1.7 ε·M)
     assert_float32_close(norm(x), want, terms=24)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffir.model_config import model_preset
-from diffir.models import DiffIRS1, DiffIRS2, IPRDiffusion, build_model
+from diffir.models import DiffIRS1, DiffIRS2, build_model
 from diffir.restoration import restore
 
 TASK_SCALES = [("sr", 4), ("sr", 2), ("sr", 1), ("deblur", 1), ("inpainting", 1)]
@@ -58,8 +58,9 @@ def test_padding_does_not_change_aligned_inputs():
 
 
 def test_schedule_matches_reference_table():
-    """docs/method.md §2.1: coefficients of the official T=4 schedule."""
-    d = IPRDiffusion()
+    """docs/method.md §2.1: coefficients of the official T=4 schedule (conf/diffusion/official.yaml, what
+    build_model uses unless told otherwise)."""
+    d = build_model("sr", 2, 4, **model_preset("sr", "tiny")).diffusion
     torch.testing.assert_close(d.betas, torch.tensor([0.1, 0.294286, 0.590952, 0.99]), atol=1e-6, rtol=0)
     torch.testing.assert_close(
         d.posterior_mean_coef1, torch.tensor([1.0, 0.765187, 0.636270, 0.505927]), atol=1e-6, rtol=0

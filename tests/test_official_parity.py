@@ -19,6 +19,7 @@ from numerics import assert_within_relative
 from parity.official_tiny import check_numpy_stream, state_dict
 
 from diffir.compat import load_official
+from diffir.models import reference_model
 
 # The official vectors' promise: a faithful float32 implementation is within 1e-4 of outputs of order 1 (the
 # tiny models' float32 summation-order gap is ~2e-6), stated relative to each reference's magnitude.
@@ -101,6 +102,18 @@ def test_parity(ref_path, quantity, reference_cache):
         assert_within_relative(chain[-1], ref["s2_ipr_train"], RELATIVE, "s2_ipr_train")
     else:
         assert_within_relative(out, _tensor(ref["s2_out_train"]), RELATIVE, quantity)
+
+
+@pytest.mark.parametrize("ref_path", REF_FILES, ids=REF_IDS)
+@torch.no_grad()
+def test_reference_model_parity(ref_path, reference_cache):
+    """The official-order reference model (the speed baseline) computes the official functions too."""
+    ref = _load(ref_path, reference_cache)
+    stage1 = reference_model(_model(ref_path, 1, reference_cache))
+    assert_within_relative(stage1(ref["lq"], ref["gt"])[0], _tensor(ref["s1_out"]), RELATIVE, "s1_out")
+    stage2 = reference_model(_model(ref_path, 2, reference_cache))
+    out, _ = stage2(ref["lq"], noise=ref["s2_noise_eval"])
+    assert_within_relative(out, _tensor(ref["s2_out_eval"]), RELATIVE, "s2_out_eval")
 
 
 PAPER_CONFIGS = official_refs_dir() / "official_paper_configs.json"

@@ -185,7 +185,9 @@ def test_conventional_diffusion_ablation_uses_noise_prediction(tmp_path):
 def test_noise_prediction_loss_is_mse_at_a_random_timestep():
     from diffir.models import Denoiser, IPRDiffusion
 
-    diffusion, denoise = IPRDiffusion(parameterization="eps"), Denoiser(ipr_dim=8, timesteps=4)
+    schedule = {"timesteps": 4, "linear_start": 0.1, "linear_end": 0.99, "reverse_noise": False}
+    diffusion = IPRDiffusion(**schedule, parameterization="eps")
+    denoise = Denoiser(ipr_dim=8, n_denoise_res=1, timesteps=4)
     c, z, noise = torch.rand(64, 8), torch.rand(64, 8), torch.randn(64, 8)
     torch.manual_seed(3)
     loss = diffusion.noise_prediction_loss(denoise, c, z, noise)
@@ -195,7 +197,7 @@ def test_noise_prediction_loss_is_mse_at_a_random_timestep():
     expected = torch.nn.functional.mse_loss(denoise(diffusion.q_sample(z, t, noise), t, c), noise)
     assert_float32_close(loss, expected, terms=noise.numel())  # a mean over the 64·8 squared errors
     with pytest.raises(ValueError, match="parameterization='eps'"):
-        IPRDiffusion().noise_prediction_loss(denoise, c, z)
+        IPRDiffusion(**schedule, parameterization="x0").noise_prediction_loss(denoise, c, z)
 
 
 @pytest.mark.parametrize("kind", ["l1", "l2", "kl"])

@@ -1,8 +1,11 @@
-"""DIRformer building blocks: channel LayerNorm, DMTA, DGFN and the transformer block.
+"""DIRformer building blocks (paper §3.1, Fig. 2; docs/method.md §1.1): channel LayerNorm, DMTA, DGFN, the
+transformer block and the resampling steps.
 
 Every DMTA and DGFN is modulated by the image-restoration prior (IPR) ``z`` (B, 256):
 ``F' = W1·z ⊙ LN(F) + W2·z`` with ``[W1·z, W2·z] = Linear(256, 2·dim, bias=False)(z)``.
-Attribute names follow the official code so that official checkpoints load unchanged.
+Attribute names follow the official code so that official checkpoints load unchanged. The layers call the
+fast kernels of :mod:`diffir.models.ops` (same functions, less time); :mod:`diffir.models.reference` computes
+them in the official order.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from torch.utils.flop_counter import conv_flop_count, register_flop_formula
+
+from .ops import Conv1x1, pointwise_depthwise, transposed_attention
 
 IPR_DIM = 256  # 4·C' with C' = 64 in every official configuration
 
@@ -52,121 +56,6 @@ class WithBiasLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
-
-
-class Conv1x1(nn.Conv2d):
-    """A 1×1 convolution (a per-pixel linear map) that runs through oneDNN on CPU channels-last float maps.
-
-    Single-threaded, PyTorch sends 1×1 convolutions to its own GEMM path; on channels-last maps oneDNN (forward)
-    and two plain matrix products (backward) are ~25 % faster here for the same result. Other inputs (NCHW,
-    GPU, autocast, torch.compile) use ``nn.Conv2d``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, bias: bool) -> None:
-        super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv1x1(x, self.weight, self.bias)
-
-
-class _ChannelsLastConv1x1(torch.autograd.Function):
-    """``conv1x1`` on a channels-last CPU map: oneDNN forward, backward as matrix products on (pixels, C)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return torch.mkldnn_convolution(x, weight, bias, (0, 0), (1, 1), (1, 1), 1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        c_out, c_in = weight.shape[:2]
-        grad = grad.contiguous(memory_format=torch.channels_last)
-        rows = grad.permute(0, 2, 3, 1).reshape(-1, c_out)  # (pixels, C_out), a view
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            weight_t = weight.reshape(c_out, c_in).t().contiguous().view(c_in, c_out, 1, 1)
-            grad_x = torch.mkldnn_convolution(grad, weight_t, None, (0, 0), (1, 1), (1, 1), 1)
-        if ctx.needs_input_grad[1]:
-            grad_w = (rows.t() @ x.permute(0, 2, 3, 1).reshape(-1, c_in)).view_as(weight)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = rows.sum(0)
-        return grad_x, grad_w, grad_b
-
-
-@register_flop_formula(torch.ops.aten.mkldnn_convolution)
-def _mkldnn_convolution_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of the direct oneDNN calls above, so ``diffir.summary`` (FlopCounterMode) still counts them."""
-    return conv_flop_count(x_shape, w_shape, out_shape)
-
-
-def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias)`` for a 1×1 ``weight``; the faster path for CPU channels-last float maps."""
-    if (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32 == weight.dtype
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()  # inductor picks its own convolution kernels
-        and not torch.jit.is_tracing()  # ONNX export (diffir.export): a plain Conv node
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and torch.backends.mkldnn.is_available()
-    ):
-        return _ChannelsLastConv1x1.apply(x, weight, bias)
-    return F.conv2d(x, weight, bias)
-
-
-def pointwise_depthwise(
-    x: torch.Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, parts: int
-) -> list[torch.Tensor]:
-    """``depthwise(pointwise(x)).chunk(parts, dim=1)``, computed part by part from the matching slices of the
-    weights so that each part is a dense map: a channel slice of a channels-last map is strided, elementwise
-    ops on it run ~3x slower, and its gradient needs a concatenation and a copy."""
-    w_in, w_dw = pointwise.weight.chunk(parts), depthwise.weight.chunk(parts)
-    no_bias = (None,) * parts
-    b_in = pointwise.bias.chunk(parts) if pointwise.bias is not None else no_bias
-    b_dw = depthwise.bias.chunk(parts) if depthwise.bias is not None else no_bias
-    return [
-        F.conv2d(conv1x1(x, wi, bi), wd, bd, padding=1, groups=wd.shape[0])
-        for wi, bi, wd, bd in zip(w_in, b_in, w_dw, b_dw, strict=True)
-    ]
-
-
-def _pixel_major(rows: torch.Tensor) -> torch.Tensor:
-    """(b, heads, hw, d) rows stored as (b, hw, heads·d): the channels-last layout of their feature map
-    (already so for one head)."""
-    return rows.transpose(1, 2).contiguous().transpose(1, 2)
-
-
-class _ChannelGram(torch.autograd.Function):
-    """``q @ kᵀ`` whose backward returns ``∂q`` and ``∂k`` pixel-major (channels-last), like their forward.
-
-    Autograd's matmul backward returns the left operand's gradient as (d, hw) rows, i.e. an NCHW map: the
-    depthwise convolution before it then copies it back to channels-last and the gradient from the q/k norms
-    is added to it across layouts, both slow passes over the map.
-    """
-
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(q, k)
-        return q @ k.transpose(-2, -1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        q, k = ctx.saved_tensors
-        grad_q = grad_k = None
-        if ctx.needs_input_grad[0]:  # (grad @ k)ᵀ = kᵀ gradᵀ, computed pixel-major
-            grad_q = _pixel_major(k.transpose(-2, -1) @ grad.transpose(-2, -1)).transpose(-2, -1)
-        if ctx.needs_input_grad[1]:  # (gradᵀ @ q)ᵀ = qᵀ grad
-            grad_k = _pixel_major(q.transpose(-2, -1) @ grad).transpose(-2, -1)
-        return grad_q, grad_k
-
-
-def channel_gram(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``q @ kᵀ`` for (b, heads, d, hw) maps; gradients keep the channels-last layout."""
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad) and not torch.compiler.is_compiling():
-        return _ChannelGram.apply(q, k)
-    return q @ k.transpose(-2, -1)
 
 
 LAYER_NORMS = {"BiasFree": BiasFreeLayerNorm, "WithBias": WithBiasLayerNorm}
@@ -212,11 +101,13 @@ class IPRModulation(nn.Module):
 
 
 class DMTA(IPRModulation):
-    """Dynamic multi-head transposed attention: Restormer's MDTA on IPR-modulated features.
+    """Dynamic multi-head transposed attention (docs/method.md §1.1): Restormer's MDTA on IPR-modulated features.
 
-    Attention is across channels (a c×c map per head), so its cost is linear in the number of pixels.
-    ``composed`` (default on) applies ``project_out`` to the attention map instead of to ``attn @ v`` (the same
-    linear map, one pass over the pixels fewer); ``composed=False`` computes in the official order.
+    ``q, k, v = DWConv3×3(Conv1×1(F'))``; per head ``softmax(τ · q̂ k̂ᵀ) v`` with q, k L2-normalised over the
+    pixels, then ``project_out``. Attention is across channels (a c×c map per head), so its cost is linear in
+    the number of pixels. ``composed`` (default on) applies ``project_out`` to the attention map instead of to
+    ``attn @ v`` (the same linear map, one pass over the pixels fewer); ``composed=False`` projects
+    ``attn @ v`` as the official code does (the rest still runs the kernels of :mod:`diffir.models.ops`).
     """
 
     composed: bool = True
@@ -231,30 +122,13 @@ class DMTA(IPRModulation):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, norm: LayerNorm) -> torch.Tensor:
         """``DMTA(norm(x), z)``, the norm folded into the modulation."""
-        b, c, h, w = x.shape
         q, k, v = pointwise_depthwise(self.modulate(x, z, norm), self.qkv, self.qkv_dwconv, 3)
-        # normalize(q) @ normalize(k)ᵀ over the pixels, with the L2 norms (clamped at F.normalize's 1e-12)
-        # applied to the small c×c product instead of to q and k
-        q_norm, k_norm = (
-            (t * t).sum((2, 3)).sqrt().clamp_min(1e-12).view(b, self.num_heads, -1) for t in (q, k)
-        )
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
-        scale = self.temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
-        attn = (channel_gram(q, k) * scale).softmax(dim=-1)
-        if not self.composed:  # (attn @ v) as vᵀ attnᵀ: pixel-major, i.e. already channels-last
-            out = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2)
-            return self.project_out(out.reshape(b, h, w, c).permute(0, 3, 1, 2))
-        # project_out(attn @ v) = (W_o · blockdiag(attn)) @ v: one c×c product per image replaces a pass of
-        # h·w·c·d MACs; computed as v_rows @ mixᵀ, pixel-major, i.e. the output comes out channels-last
-        mix = torch.einsum("ohi,bhij->bohj", self.project_out.weight.view(c, self.num_heads, -1), attn)
-        out = v.reshape(b, c, h * w).transpose(1, 2) @ mix.reshape(b, c, c).transpose(1, 2)
-        if self.project_out.bias is not None:
-            out = out + self.project_out.bias
-        return out.view(b, h, w, c).permute(0, 3, 1, 2)
+        return transposed_attention(q, k, v, self.temperature, self.project_out, self.composed)
 
 
 class DGFN(IPRModulation):
-    """Dynamic gated feed-forward network: Restormer's GDFN on IPR-modulated features."""
+    """Dynamic gated feed-forward network (docs/method.md §1.1): Restormer's GDFN on IPR-modulated features,
+    ``Conv1×1(GELU(x1) ⊙ x2)`` with ``x1, x2 = DWConv3×3(Conv1×1(F'))``."""
 
     def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool, ipr_dim: int = IPR_DIM) -> None:
         super().__init__(dim, ipr_dim)
@@ -272,7 +146,7 @@ class DGFN(IPRModulation):
 
 
 class TransformerBlock(nn.Module):
-    """``x += DMTA(LN(x), z); x += DGFN(LN(x), z)``."""
+    """``x += DMTA(LN(x), z); x += DGFN(LN(x), z)`` (docs/method.md §1.1)."""
 
     def __init__(
         self,
@@ -295,16 +169,21 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerStage(nn.ModuleList):
-    """A sequence of transformer blocks sharing one IPR (indexed like the official ``nn.Sequential``)."""
+    """A sequence of transformer blocks sharing one IPR (indexed like the official ``nn.Sequential``).
+
+    ``checkpointing`` (a switch, default off; :func:`diffir.models.switches.set_checkpointing`): keep only each
+    block's input for backward and recompute its inside then (activation checkpointing: less memory for one
+    more forward pass of the stage).
+    """
+
+    checkpointing: bool = False
 
     def __init__(self, num_blocks: int, **block_kwargs) -> None:
         super().__init__(TransformerBlock(**block_kwargs) for _ in range(num_blocks))
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, checkpointing: bool = False) -> torch.Tensor:
-        """``checkpointing``: keep only each block's input for backward and recompute its inside then
-        (activation checkpointing: less memory for one more forward pass of the stage)."""
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         for block in self:
-            if checkpointing and torch.is_grad_enabled():
+            if self.checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, z, use_reentrant=False)
             else:
                 x = block(x, z)

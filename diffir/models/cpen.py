@@ -1,4 +1,4 @@
-"""CPEN: the compact IR prior extraction network (paper §3.1, Fig. 2).
+"""CPEN: the compact IR prior extraction network (paper §3.1, Fig. 2; docs/method.md §1.3).
 
 CPEN_S1 sees the LQ and the GT (both pixel-unshuffled to a common resolution, LQ part first) and CPEN_S2
 sees the LQ only; both map to one IPR vector ``z ∈ R^{4·n_feats}`` per image (a global average pool, so
@@ -31,10 +31,12 @@ class ResBlock(nn.Module):
 class CPEN(nn.Module):
     """Prior extractor. ``gt_unshuffle=None`` makes the stage-2 variant (LQ only).
 
-    Args:
-        lq_channels: channels of the network input (3, or 4 for inpainting's masked image + mask).
+    Args (no defaults but the input channels: the layout comes from ``build_model``'s task, the widths from
+    the preset, ``conf/model/arch/<task>/``):
         lq_unshuffle: pixel-unshuffle factor applied to the LQ (SR ×4: 1, ×2: 2, ×1 / deblur / inpainting: 4).
         gt_unshuffle: pixel-unshuffle factor applied to the RGB GT (4 in every official variant), or None.
+        n_feats, n_encoder_res: trunk width (64 in every official variant) and residual blocks.
+        lq_channels: channels of the network input (3, or 4 for inpainting's masked image + mask).
 
     ``channels_last`` (a run-time switch, default on) runs the trunk on channels-last maps (faster on CPU).
     """
@@ -43,11 +45,12 @@ class CPEN(nn.Module):
 
     def __init__(
         self,
+        *,
+        lq_unshuffle: int,
+        gt_unshuffle: int | None,
+        n_feats: int,
+        n_encoder_res: int,
         lq_channels: int = 3,
-        lq_unshuffle: int = 1,
-        gt_unshuffle: int | None = 4,
-        n_feats: int = 64,
-        n_encoder_res: int = 6,
     ) -> None:
         super().__init__()
         self.lq_unshuffle = lq_unshuffle

@@ -1,4 +1,5 @@
-"""DiffIR wrappers with the official part names: ``DiffIRS1(G, E)`` and ``DiffIRS2(G, condition, denoise)``."""
+"""DiffIR wrappers with the official part names (docs/method.md §1.5): ``DiffIRS1(G, E)`` and
+``DiffIRS2(G, condition, denoise)``."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import DMTA
 from .cpen import CPEN
 from .diffusion import Denoiser, IPRDiffusion
-from .dirformer import DIRformer, SRHead
+from .dirformer import DIRformer
 
 
 def _size_multiple(G: DIRformer, *cpens: CPEN) -> int:  # noqa: N803
@@ -44,24 +44,6 @@ class _Restorer:
     def in_channels(self) -> int:
         """Channels of the network input: 3 (RGB), 4 for inpainting (masked RGB and the mask)."""
         return self.G.inp_channels
-
-
-def set_channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Run every DIRformer and CPEN in ``model`` on channels-last (the default) or NCHW feature maps, weights
-    included. The function computed is the same to float rounding; channels-last is faster on CPU."""
-    for module in model.modules():
-        if isinstance(module, DIRformer | CPEN):
-            module.channels_last = enabled
-    return model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
-
-
-def set_composed(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Run the SR heads and the attentions in ``model`` composed (the default: the same linear maps in far
-    fewer MACs, see :class:`SRHead` and :class:`DMTA`) or layer by layer, in the official code's order."""
-    for module in model.modules():
-        if isinstance(module, SRHead | DMTA):
-            module.composed = enabled
-    return model
 
 
 class DiffIRS1(_Restorer, nn.Module):

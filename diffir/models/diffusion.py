@@ -1,12 +1,16 @@
-"""Diffusion on the 256-d IPR vector (paper §3.2), never on pixels: each step is one small MLP call.
+"""Diffusion on the 256-d IPR vector (paper §3.2, docs/method.md §2), never on pixels: each step is one small
+MLP call.
 
-The official model (``ldm/ddpm.py``) uses T = 4 steps, ``betas = linspace(sqrt(β_1), sqrt(β_T), T)²`` with
-β from 0.1 to 0.99, an x0-predicting denoiser and the deterministic posterior-mean reverse step
+The official model (``ldm/ddpm.py``) uses T steps, ``betas = linspace(sqrt(β_1), sqrt(β_T), T)²``, an
+x0-predicting denoiser and the deterministic posterior-mean reverse step
 ``x_{t-1} = coef1_t · x̂0 + coef2_t · x_t``. Training runs *all* T reverse steps from the teacher prior
 diffused to step T-1 and back-propagates through them (the paper's joint optimisation).
 
-Ablation switches of the paper are arguments: T, the β range, ``reverse_noise`` (add σ_t·ε in the reverse
-steps) and ``parameterization="eps"`` (the conventional noise-predicting DDPM, trained at random t).
+The settings have no defaults here: their official values (T = 4, β from 0.1 to 0.99, x0, no reverse noise,
+one denoiser block) are written once, in ``conf/diffusion/official.yaml``, which ``build_model`` reads for
+every setting it is not given. Ablation switches of the paper are settings: T, the β range,
+``reverse_noise`` (add σ_t·ε in the reverse steps) and ``parameterization="eps"`` (the conventional
+noise-predicting DDPM, trained at random t).
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ class ResMLP(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """The denoising MLP ``ε_θ``: input ``[c, t / (10·T), x_t]`` (2·ipr_dim + 1), output ipr_dim.
+    """The denoising MLP ``ε_θ`` (docs/method.md §1.4): input ``[c, t / (10·T), x_t]`` (2·ipr_dim + 1), output ipr_dim.
 
     With the official x0-parameterisation the output is the clean-prior estimate x̂0.
     """
 
-    def __init__(self, ipr_dim: int = 256, n_denoise_res: int = 1, timesteps: int = 4) -> None:
+    def __init__(self, ipr_dim: int, n_denoise_res: int, timesteps: int) -> None:
         super().__init__()
         self.max_period = timesteps * 10  # a plain divisor, not a sinusoidal period
         self.resmlp = nn.Sequential(
@@ -56,11 +60,11 @@ class IPRDiffusion(nn.Module):
 
     def __init__(
         self,
-        timesteps: int = 4,
-        linear_start: float = 0.1,
-        linear_end: float = 0.99,
-        parameterization: str = "x0",
-        reverse_noise: bool = False,
+        timesteps: int,
+        linear_start: float,
+        linear_end: float,
+        parameterization: str,
+        reverse_noise: bool,
     ) -> None:
         super().__init__()
         if parameterization not in ("x0", "eps"):

@@ -10,14 +10,14 @@ One class serves every task; the task-specific head is chosen by arguments:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import IPR_DIM, Conv1x1, Downsample, TransformerStage, Upsample
+from .blocks import IPR_DIM, Downsample, TransformerStage, Upsample
+from .ops import Conv1x1, compose_shuffle_conv, composed_sr_head
 
 SR_SCALES = (1, 2, 4)
 
@@ -43,58 +43,13 @@ class Upsampler(nn.Sequential):
         super().__init__(*layers)
 
 
-def _phase_taps() -> tuple[torch.Tensor, ...]:
-    """Index tables of :func:`compose_shuffle_conv`. For each output phase (α, β) and tap (m, n) of the outer
-    convolution: the tap, the sub-pixel channel of the shuffled map it reads, and where the inner
-    convolution's 3×3 taps then land in the composed 5×5 kernel (flat indices into (phase, 5, 5))."""
-    rows = []
-    for alpha, beta, m, n in itertools.product((0, 1), (0, 1), range(3), range(3)):
-        # output row 2p + α reads shuffled row 2p + s = 2(p + s // 2) + s % 2: sub-pixel row s % 2 of the inner
-        # convolution's output at row p + s // 2 of its input (columns likewise with t)
-        s, t = alpha + m - 1, beta + n - 1
-        targets = [
-            (2 * alpha + beta) * 25 + (s // 2 + 1 + ky) * 5 + (t // 2 + 1 + kx)
-            for ky, kx in itertools.product(range(3), range(3))
-        ]
-        rows.append((m, n, 2 * (s % 2) + t % 2, targets))
-    m, n, sub, targets = zip(*rows, strict=True)
-    return torch.tensor(m), torch.tensor(n), torch.tensor(sub), torch.tensor(targets).flatten()
-
-
-_PHASE_TAPS = _phase_taps()
-
-
-def compose_shuffle_conv(inner: nn.Conv2d, outer: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Weight and bias of the 5×5 convolution ``K`` with ``outer(PixelShuffle(2)(inner(y))) =
-    PixelShuffle(2)(K(y))`` away from the border (both 3×3, padding 1): ``K`` maps ``y`` to the 4 sub-pixel
-    phases of each output channel. Every (phase, outer tap) reads one sub-pixel channel of ``inner`` at a
-    shift of -1, 0 or 1 on ``y``'s grid, so ``K`` is one matrix product of the two weights, scattered."""
-    w_in, w_out = inner.weight, outer.weight
-    c_out, c_mid, c_in = w_out.shape[0], w_out.shape[1], w_in.shape[1]
-    taps, dev = w_out.permute(0, 2, 3, 1).reshape(c_out * 9, c_mid), w_in.device
-    m, n, sub, target = (t.to(dev) for t in _PHASE_TAPS)
-    products = (taps @ w_in.reshape(c_mid, 4 * c_in * 9)).view(c_out, 3, 3, 4, c_in, 9)[:, m, n, sub]
-    kernel = w_in.new_zeros(c_out, c_in, 4 * 25).index_add_(
-        2, target, products.permute(0, 2, 1, 3).reshape(c_out, c_in, 36 * 9)
-    )
-    kernel = kernel.view(c_out, c_in, 4, 5, 5).transpose(1, 2).reshape(c_out * 4, c_in, 5, 5)
-    bias = None
-    if inner.bias is not None:  # the inner bias seen through the outer taps, per phase
-        bias = (taps @ inner.bias.view(c_mid, 4)).view(c_out, 3, 3, 4)[:, m, n, sub].view(c_out, 4, 9).sum(-1)
-    if outer.bias is not None:
-        bias = outer.bias[:, None].expand(c_out, 4) if bias is None else bias + outer.bias[:, None]
-    return kernel, None if bias is None else bias.reshape(c_out * 4)
-
-
 class SRHead(nn.Sequential):
-    """The SR head (``tail``): EDSR's ×4 upsampler, then conv3×3 to the output channels.
+    """The SR head (``tail``, docs/method.md §1.2): EDSR's ×4 upsampler, then conv3×3 to the output channels.
 
     After the first PixelShuffle everything is linear (conv3×3 n → 4n, PixelShuffle(2), conv3×3 n → 3), so
     with ``composed`` (default on) it runs as one 5×5 convolution to the 3×4 sub-pixel phases and a
-    PixelShuffle, its kernel composed from the two convolutions' weights at every call (exact: the same linear
-    map, ~15× fewer MACs; gradients flow to both weights). Only the outermost ring of output pixels, where
-    the last convolution reads its zero padding instead of the extended map, is computed by the two
-    convolutions themselves, on 2-pixel strips of their input. ``composed=False`` runs the layers in turn.
+    PixelShuffle (:func:`diffir.models.ops.composed_sr_head`: exact, the same linear map in ~15× fewer MACs;
+    gradients flow to both weights). ``composed=False`` runs the layers in turn.
     """
 
     composed: bool = True
@@ -115,51 +70,37 @@ class SRHead(nn.Sequential):
         if not self.composed:
             return last(upsampler(x))
         first, shuffle, inner, _ = upsampler
-        y = shuffle(first(x))
-
-        def layers(strip: torch.Tensor) -> torch.Tensor:
-            return last(shuffle(inner(strip)))
-
-        if self.frozen is not None:
-            kernel, bias = self.frozen
-        else:
-            with torch.autocast(x.device.type, enabled=False):  # composed in the weights' precision
-                kernel, bias = compose_shuffle_conv(inner, last)
-        out = shuffle(F.conv2d(y, kernel, bias, padding=2))
-        out[..., :1, :] = layers(y[..., :2, :])[..., :1, :]
-        out[..., -1:, :] = layers(y[..., -2:, :])[..., -1:, :]
-        out[..., :1] = layers(y[..., :2])[..., :1]
-        out[..., -1:] = layers(y[..., -2:])[..., -1:]
-        return out
+        return composed_sr_head(shuffle(first(x)), inner, shuffle, last, self.frozen)
 
 
 class DIRformer(nn.Module):
-    """Dynamic IR transformer ``G(LQ, z)``.
+    """Dynamic IR transformer ``G(LQ, z)`` (docs/method.md §1.2).
 
     Levels run at ``dim·(1, 2, 4, 8)`` channels with ``heads`` heads and ``num_blocks`` blocks; the decoder
     reuses the encoder's block counts; decoder level 1 and refinement run at ``2·dim`` with ``heads[0]``.
+    The architecture arguments have no defaults: they come from a preset (``conf/model/arch/<task>/``, read
+    by ``diffir.model_config.model_preset``); ``build_model`` fills the task's layout arguments.
 
-    Two run-time switches change speed and memory, never the function: ``channels_last`` (default on) runs
-    the feature maps in channels-last memory, where the 3×3 depthwise convolutions and the channel LayerNorm
-    are several times faster on CPU; ``checkpointing`` (default off) recomputes each transformer block's
-    activations in backward instead of storing them (activation checkpointing). A third, ``composed`` on the
-    SR head and the attentions (``set_composed``, default on), computes two linear maps in fewer MACs.
+    The switches of :mod:`diffir.models.switches` change speed and memory, never the function:
+    ``channels_last`` (default on) runs the feature maps in channels-last memory, where the 3×3 depthwise
+    convolutions and the channel LayerNorm are several times faster on CPU; activation checkpointing of the
+    transformer stages (default off); ``composed`` SR head and attentions (default on).
     """
 
     channels_last: bool = True
-    checkpointing: bool = False
 
     def __init__(
         self,
+        *,
+        dim: int,
+        num_blocks: Sequence[int],
+        num_refinement_blocks: int,
+        heads: Sequence[int],
+        ffn_expansion_factor: float,
+        bias: bool,
+        LayerNorm_type: str,  # noqa: N803 - official option name
         inp_channels: int = 3,
         out_channels: int = 3,
-        dim: int = 48,
-        num_blocks: Sequence[int] = (4, 6, 6, 8),
-        num_refinement_blocks: int = 4,
-        heads: Sequence[int] = (1, 2, 4, 8),
-        ffn_expansion_factor: float = 2.66,
-        bias: bool = False,
-        LayerNorm_type: str = "WithBias",  # noqa: N803 - official option name
         upscale: int | None = None,
         global_residual: bool = True,
         ipr_dim: int = IPR_DIM,
@@ -227,15 +168,14 @@ class DIRformer(nn.Module):
         x = self.unshuffle(lq)
         if self.channels_last:  # convolutions keep their input's memory format: this sets it throughout
             x = x.contiguous(memory_format=torch.channels_last)
-        ckpt = self.checkpointing
-        enc1 = self.encoder_level1(self.patch_embed(x), z, ckpt)
-        enc2 = self.encoder_level2(self.down1_2(enc1), z, ckpt)
-        enc3 = self.encoder_level3(self.down2_3(enc2), z, ckpt)
-        latent = self.latent(self.down3_4(enc3), z, ckpt)
-        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)), z, ckpt)
-        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)), z, ckpt)
-        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1), z, ckpt)
-        features = self.refinement(dec1, z, ckpt)
+        enc1 = self.encoder_level1(self.patch_embed(x), z)
+        enc2 = self.encoder_level2(self.down1_2(enc1), z)
+        enc3 = self.encoder_level3(self.down2_3(enc2), z)
+        latent = self.latent(self.down3_4(enc3), z)
+        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1)), z)
+        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1)), z)
+        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1), z)
+        features = self.refinement(dec1, z)
         if self.upscale is not None:
             out = self.tail(features) + F.interpolate(lq, scale_factor=self.upscale, mode="nearest")
         else:

@@ -63,12 +63,12 @@ def build_model(
     n_encoder_res: int,
     n_feats: int,
     diffusion: bool = True,
-    n_denoise_res: int = 1,
-    timesteps: int = 4,
-    linear_start: float = 0.1,
-    linear_end: float = 0.99,
-    parameterization: str = "x0",
-    reverse_noise: bool = False,
+    n_denoise_res: int | None = None,
+    timesteps: int | None = None,
+    linear_start: float | None = None,
+    linear_end: float | None = None,
+    parameterization: str | None = None,
+    reverse_noise: bool | None = None,
     inp_channels: int | None = None,
     out_channels: int = 3,
 ) -> DiffIRS1 | DiffIRS2:
@@ -78,10 +78,17 @@ def build_model(
     (``conf/model/arch/<task>/<preset>.yaml``, read by ``diffir.model_config.model_preset``), the one place that
     says what ``paper``, ``small`` and ``tiny`` are.
 
+    The stage-2 diffusion settings not given (None) take their official values from
+    ``conf/diffusion/official.yaml`` (``diffir.model_config.diffusion_preset``), the one place that holds them.
     ``diffusion=False`` builds the paper's no-diffusion ablation (CPEN_S2 regresses the prior directly).
     ``inp_channels`` is accepted for compatibility with official option files and must match the task.
     """
     arguments = dict(locals())
+    if stage == 2 and diffusion:
+        from ..model_config import diffusion_preset  # model_config builds models: imported when used
+
+        official = diffusion_preset()
+        arguments.update({k: official[k] if arguments[k] is None else arguments[k] for k in official})
     # every argument (sequences as lists, no None), so that the model can describe itself in a model file
     config = {
         k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
@@ -118,9 +125,9 @@ def build_model(
     elif stage == 2:
         condition = CPEN(gt_unshuffle=None, **cpen_kwargs)
         if diffusion:
-            denoise = Denoiser(4 * n_feats, n_denoise_res, timesteps)
-            schedule = IPRDiffusion(timesteps, linear_start, linear_end, parameterization, reverse_noise)
-            model = DiffIRS2(G, condition, denoise, schedule)
+            settings = {k: arguments[k] for k in DIFFUSION_ARGS if k != "diffusion"}
+            denoise = Denoiser(4 * n_feats, settings.pop("n_denoise_res"), settings["timesteps"])
+            model = DiffIRS2(G, condition, denoise, IPRDiffusion(**settings))
         else:
             model = DiffIRS2(G, condition)
     else:

@@ -22,9 +22,9 @@ from ..evaluation.report import METRIC_FORMATS, write_results
 from ..evaluation.samples import Sample, TestSet, build_datasets, check_fid_set_sizes, check_sizes
 from ..io import require_writable_dir, save_png
 from ..metrics import MetricSuite
+from ..models.switches import log_compile_cost
 from ..restoration import check_tiling_config, composite
 from ..restorer import resolve_device
-from ..speed import log_compile_cost
 from .loggers import log_results
 
 log = logging.getLogger("diffir")

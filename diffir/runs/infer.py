@@ -15,9 +15,9 @@ from tqdm import tqdm
 
 from ..errors import UsageError
 from ..io import find_images, find_mask, read_image, read_mask, require_writable_dir, save_png
+from ..models.switches import log_compile_cost
 from ..restoration import check_tiling_config
 from ..restorer import load_restorer
-from ..speed import log_compile_cost
 
 log = logging.getLogger("diffir")
 

@@ -25,9 +25,9 @@ from ..callbacks import AtomicCheckpointIO, Interruption, format_metric, usable_
 from ..checkpoint import read_checkpoint, read_model_record, remove_partial_saves, write_model_folder
 from ..errors import RunSetupError
 from ..io import require_writable_dir
+from ..models.switches import compile_model, log_compile_cost, set_checkpointing
 from ..noise import quiet
 from ..runlock import RunLock, RunLockedError
-from ..speed import compile_model, log_compile_cost, set_checkpointing
 from .build import build_datamodule, build_module
 from .checks import (
     adopt_legacy_gan_dir,

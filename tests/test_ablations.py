@@ -7,11 +7,19 @@ import json
 import math
 
 import pytest
+import yaml
+from omegaconf import OmegaConf
 from PIL import Image
 
 from bench import ablations
-from bench.ablations import REFERENCE, VARIANTS, markdown, summarise
+from bench.ablations import REFERENCE, TINY, VARIANTS, markdown, run_overrides, summarise
+from diffir.config import compose_config
+from diffir.model_config import build_from_config, model_config
 from diffir.runs.demo import STAGE1
+
+# Trained end to end (2 seeds each): the reference, the one without diffusion and the longest chain; the other
+# variants are composed and their stage-2 network built, which is where a stale override would fail.
+TRAINED = [REFERENCE, "no diffusion", "T=8"]
 
 
 def test_summary_is_mean_sample_std_and_paired_difference():
@@ -34,16 +42,26 @@ def test_summary_is_mean_sample_std_and_paired_difference():
 
 @pytest.mark.slow
 def test_tiny_ablation_end_to_end(tmp_path, capsys):
-    rows = ablations.main(["--tiny", "--threads", "1", "--out", str(tmp_path)])
+    for variant in [v for v in VARIANTS if v not in TRAINED]:
+        cfg = compose_config([*run_overrides(TINY, 2, 2, 0, tmp_path), *VARIANTS[variant]])
+        for override in VARIANTS[variant]:
+            key, value = override.split("=")
+            assert OmegaConf.select(cfg, key) == yaml.safe_load(value), (variant, override)
+        net = build_from_config(model_config("sr", 2, cfg.scale, cfg.model, cfg.diffusion))
+        built = (net.diffusion.timesteps, net.diffusion.parameterization, net.diffusion.reverse_noise)
+        assert built == tuple(cfg.diffusion[k] for k in ("timesteps", "parameterization", "reverse_noise")), (
+            variant
+        )
+    rows = ablations.main(["--tiny", "--threads", "1", "--out", str(tmp_path), "--variants", *TRAINED])
     out = capsys.readouterr().out
     references = json.loads((tmp_path / "ablations.json").read_text())["references"]
-    assert [r["variant"] for r in rows] == list(VARIANTS)
+    assert [r["variant"] for r in rows] == TRAINED
     assert [r["variant"] for r in references] == list(ablations.BASELINES.values())
     for row in [*rows, *references]:
         assert row["seeds"] == 2
         for metric in ("psnr", "ssim"):
             assert math.isfinite(row[f"{metric}_mean"]) and math.isfinite(row[f"{metric}_std"]), row
-        if row["variant"] in VARIANTS and row["variant"] != REFERENCE:
+        if row["variant"] in TRAINED and row["variant"] != REFERENCE:
             assert math.isfinite(row["psnr_delta_mean"]) and math.isfinite(row["psnr_delta_std"]), row
     # two seeds train two different stage 1s: the spread over seeds is real, not a copy of one run
     assert rows[0]["psnr_std"] > 0
@@ -55,7 +73,7 @@ def test_tiny_ablation_end_to_end(tmp_path, capsys):
     )
     assert budget in out and "[  0%] seed 0: stage 1, 2 steps" in out and "min left)" in out
     text = (tmp_path / "ablations.md").read_text()
-    assert budget in text and all(f"| {v} |" in text for v in VARIANTS)
+    assert budget in text and all(f"| {v} |" in text for v in TRAINED)
     with (tmp_path / "ablations.csv").open() as f:
         assert [r["variant"] for r in csv.DictReader(f)] == [r["variant"] for r in [*rows, *references]]
     assert json.loads((tmp_path / "ablations.json").read_text())["rows"] == rows

@@ -74,6 +74,7 @@ def infer_cfg(*overrides: str) -> DictConfig:
 
 
 # --- eval -------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_eval_folder_end_to_end(ckpts, photos, tmp_path):
     out = tmp_path / "eval"
     results = evaluate(
@@ -160,6 +161,7 @@ def test_bicubic_on_set5_matches_the_published_baseline(benchmarks_dir, tmp_path
     assert results["datasets"]["set5"]["bicubic"]["mean"]["psnr"] == pytest.approx(published, abs=0.02)
 
 
+@pytest.mark.slow
 def test_eval_cli_smoke(benchmarks_dir, tmp_path):
     """The real command line: Hydra's parsing of data=/paths. overrides, the printed table, exit code 0 (a cold
     start, a new interpreter, is tested by test_rough_edges' run of train.py)."""
@@ -173,6 +175,7 @@ def test_eval_cli_smoke(benchmarks_dir, tmp_path):
     assert len(list((tmp_path / "images" / "set5" / "bicubic").glob("*.png"))) == 5
 
 
+@pytest.mark.slow
 def test_eval_reports_missing_weights_and_data_clearly(ckpts, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     lama = tmp_path / "lama"
@@ -223,6 +226,7 @@ def inputs(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_infer_folder_and_file(ckpts, inputs, tmp_path):
     written = infer(infer_cfg(f"ckpt={ckpts['sr']}", f"input={inputs}", f"output={tmp_path / 'all'}"))
     names = sorted(p.relative_to(tmp_path / "all").as_posix() for p in written)
@@ -336,6 +340,7 @@ def test_eval_paired_gt_must_be_exactly_scale_times_the_lq(tmp_path):
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_eval_names_images_too_small_for_the_border_crop(tmp_path):
     photos = tmp_path / "photos"
     _save_photo(photos / "big.png", 48, 48)

@@ -51,6 +51,7 @@ def _sizes(multiple: int) -> list[tuple[int, tuple[int, int]]]:
 
 
 @pytest.mark.parametrize("config", CONFIGS[1:], ids=CONFIG_IDS[1:])  # SR x4: the command's graph, below
+@pytest.mark.slow
 def test_graph_restores_as_pytorch_at_any_size_and_batch(config, tmp_path):
     model = _tiny(*config)
     check_graph(model, OnnxModel(export_onnx(model, tmp_path / "model.onnx")))
@@ -85,6 +86,7 @@ def check_graph(model: DiffIRS2, graph: OnnxModel) -> None:
 
 
 @pytest.mark.parametrize("name", ["sr_x4", "inpainting"])  # deblur's layout: the tiny deblur graph above
+@pytest.mark.slow
 def test_official_tiny_graph_gives_the_official_output(name, tmp_path):
     """The exported official-layout model with the reference's start vector gives the official output (for
     inpainting the graph also keeps the known pixels: the official output composited with the image)."""
@@ -115,6 +117,7 @@ def test_models_without_a_deterministic_graph_are_refused(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_file_through_the_command_infer_and_eval(tmp_path, caplog):
     """What a user does: export a model file with the command, then run infer.py and eval.py on the graph.
 

@@ -12,6 +12,7 @@ from diffir.runs.train import RunInterrupted, train
 
 
 @pytest.mark.parametrize("signal,exit_code", [("SIGTERM", 143), ("SIGINT", 130)])
+@pytest.mark.slow
 def test_a_signal_saves_last_ckpt_and_fails_with_the_way_to_resume(tmp_path, signal, exit_code):
     kill = ["+callbacks.kill._target_=kill_at_step.KillAtStep", "+callbacks.kill.step=2"]
     cfg = compose_config([*overrides(tmp_path, "sr", 1, 6), *kill, f"+callbacks.kill.signal={signal}"])

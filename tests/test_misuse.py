@@ -27,6 +27,7 @@ from diffir.runs.infer import infer
 from diffir.runs.train import train
 
 
+@pytest.mark.slow
 def test_rerunning_a_run_folder_is_refused_or_moves_the_old_run_aside(tmp_path):
     first = train(compose_config(overrides(tmp_path, "sr", 1, 2)))
     with pytest.raises(RunSetupError, match=r"already holds a run.*resume=auto.*name=.*overwrite=true"):

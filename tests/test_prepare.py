@@ -305,6 +305,7 @@ def masks_of(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.rglob("*_mask000.png"))}
 
 
+@pytest.mark.slow
 def test_places_subsets_masks_reproducible_and_preset(tmp_path: Path, capsys) -> None:
     train = {
         f"data_large/{c[0]}/{c}/00000001.jpg": encode(photo("rocket", 200, 260, 30 * i, 40 * i), "JPEG")

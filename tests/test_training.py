@@ -67,6 +67,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("task", TASKS)
+@pytest.mark.slow
 def test_both_stages_train_and_stage2_finds_stage1(tmp_path, task):
     s1 = run(tmp_path, task, 1)
     assert s1["steps"] == 2
@@ -105,6 +106,7 @@ def test_missing_paper_dataset_names_it_and_the_prepare_command(tmp_path):
     assert "df2k" in message and "python -m diffir.data.prepare df2k" in message and "nothing" in message
 
 
+@pytest.mark.slow
 def test_folder_dataset_trains(tmp_path):
     from PIL import Image
     from skimage import data as skdata
@@ -117,6 +119,7 @@ def test_folder_dataset_trains(tmp_path):
     assert summary["steps"] == 2
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     extra = ("stage1.val_every=2", "stage2.val_every=2")
     full = run(tmp_path / "full", "sr", 1, 4, *extra)
@@ -130,6 +133,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
         assert_float32_close(b[key], a[key], terms=64, msg=key)
 
 
+@pytest.mark.slow
 def test_stage2_resume_matches_including_warmup_switch(tmp_path):
     run(tmp_path / "full", "sr", 1)
     run(tmp_path / "half", "sr", 1)
@@ -143,6 +147,7 @@ def test_stage2_resume_matches_including_warmup_switch(tmp_path):
         assert_float32_close(b[key], a[key], terms=64, msg=key)
 
 
+@pytest.mark.slow
 def test_warmup_trains_only_cpen_s2_and_denoiser(tmp_path):
     run(tmp_path, "sr", 1)
     s1 = read_checkpoint(tmp_path / "test" / "stage1" / "checkpoints" / "last.ckpt")["diffir_model"][
@@ -165,6 +170,7 @@ def test_warmup_ends_at_the_official_iteration():
     assert [Stage2Module.in_warmup(module, step) for step in range(4)] == [True, True, False, False]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step(tmp_path):
     run(tmp_path, "sr", 1, 2, "stage1.val_every=2")
     last = tmp_path / "test" / "stage1" / "checkpoints" / "last.ckpt"
@@ -175,6 +181,7 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before), "the last good checkpoint was overwritten"
 
 
+@pytest.mark.slow
 def test_conventional_diffusion_ablation_uses_noise_prediction(tmp_path):
     run(tmp_path, "sr", 1)
     summary = run(tmp_path, "sr", 2, 2, "diffusion.objective=conventional", "diffusion.parameterization=eps")
@@ -266,6 +273,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         assert_float32_close(b[key], a[key], terms=64, msg=key)
 
 
+@pytest.mark.slow
 def test_default_logger_is_wandb_and_runs_offline_without_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -298,6 +306,7 @@ def test_bad_inputs_stop_the_run_at_start_with_the_culprit_named(tmp_path):
         train(compose_config(overrides(tmp_path, "sr", 2, 2, f"stage1_ckpt={not_a_checkpoint}")))
 
 
+@pytest.mark.slow
 def test_several_loggers_at_once(tmp_path, monkeypatch):
     """logger=many: W&B (offline), CSV and TensorBoard all receive the run."""
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -311,6 +320,7 @@ def test_several_loggers_at_once(tmp_path, monkeypatch):
 # --- reliability: one run per folder, switches that must work, one-line errors, checkpoint housekeeping ---
 
 
+@pytest.mark.slow
 def test_a_live_run_holds_its_folder_and_a_dead_ones_lock_does_not_block(tmp_path):
     import json
     import socket
@@ -339,6 +349,7 @@ def test_a_live_run_holds_its_folder_and_a_dead_ones_lock_does_not_block(tmp_pat
     assert not lock.exists(), "the lock outlived its run"
 
 
+@pytest.mark.slow
 def test_no_logger_and_no_progress_bar_work_with_the_default_callbacks(tmp_path):
     """logger=none and trainer.enable_progress_bar=false with the default callbacks (LR monitor, bar)."""
     base = [o for o in overrides(tmp_path, "sr", 1, 1) if o not in ("logger=csv", "~callbacks.progress")]
@@ -347,6 +358,7 @@ def test_no_logger_and_no_progress_bar_work_with_the_default_callbacks(tmp_path)
     assert train(compose_config([*base, "name=quiet"]))["steps"] == 1
 
 
+@pytest.mark.slow
 def test_progress_bar_draws_one_line_per_update_and_trainer_max_steps_is_accepted(tmp_path, capfd, caplog):
     """Not a terminal (CI logs): one bar named `train`, each update once; the summary has no FLOPs column."""
     cfg = [o for o in overrides(tmp_path, "sr", 1, 2) if o != "~callbacks.progress"]
@@ -394,6 +406,7 @@ def test_a_pickle_carrying_checkpoint_is_refused_in_one_line_as_ckpt_path_and_by
         assert "weights_only" not in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_resuming_a_checkpoint_of_another_model_size_names_the_setting(tmp_path):
     run(tmp_path, "sr", 1, 1)
     last = tmp_path / "test" / "stage1" / "checkpoints" / "last.ckpt"
@@ -426,6 +439,7 @@ def test_a_model_size_mismatch_is_summarised_not_listed():
     )
 
 
+@pytest.mark.slow
 def test_the_nan_stop_is_one_line_from_the_command_and_names_no_missing_folder(tmp_path):
     proc = run_script("train.py", *overrides(tmp_path, "sr", 1, 2, "losses.l1.weight=nan"))
     assert proc.returncode != 0
@@ -435,6 +449,7 @@ def test_the_nan_stop_is_one_line_from_the_command_and_names_no_missing_folder(t
     assert "checkpoints" not in line, "it points to a folder with nothing in it"
 
 
+@pytest.mark.slow
 def test_periodic_checkpoints_keep_only_the_newest(tmp_path):
     summary = run(tmp_path, "sr", 1, 5, "stage1.val_every=1", "callbacks.every.save_top_k=2")
     names = sorted(p.name for p in (Path(summary["run_dir"]) / "checkpoints").iterdir())

@@ -13,7 +13,7 @@ from diffir.models import build_model
 from diffir.runs.demo import CELL_WIDTH, compare
 from diffir.runs.demo import main as demo
 
-# make demo trains 1200 + 600 steps (~7.5 min on 2 cores); the same run with a tenth of the steps, the learning
+# make demo trains 1200 + 600 steps (~11 min on 2 cores); the same run with a tenth of the steps, the learning
 # rate milestones at the same fractions and the EMA decay shortened to 1 - 5/steps (as bench/ablations.py does:
 # at the demo's 0.99 the EMA weights of a 60-step run would still be 55 % the initial ones, a random CPEN_S2)
 # already shows its promise. Stage 2 over bicubic on the held-out photos, PSNR (Y, border 4), measured at these

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,17 @@ def read_model_record(path: str | os.PathLike) -> dict[str, Any]:
     return read_model_folder(path) if Path(path).is_dir() else find_model_record(read_checkpoint(path), path)
 
 
+def load_strictly(
+    module: torch.nn.Module, state: Mapping[str, Any], what: str, error: type[Exception]
+) -> None:
+    """``module.load_state_dict(state, strict=True)`` whose failure is one ``error`` line: ``what``, then
+    :func:`load_error_summary` (torch's own message lists every differing tensor)."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise error(f"{what}: {load_error_summary(err)}") from err
+
+
 def _names(keys: list[str], shown: int = 5) -> str:
     return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
 
@@ -237,12 +249,9 @@ def load_record(record: dict[str, Any], path: str | os.PathLike) -> DiffIRS1 | D
         raise CheckpointError(
             f"{path}: weights do not match the model its config describes: {'; '.join(parts)} tensors"
         )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{path}: weights do not match the model its config describes: {load_error_summary(err)}"
-        ) from err
+    load_strictly(
+        model, state, f"{path}: weights do not match the model its config describes", CheckpointError
+    )
     return model.eval()
 
 

@@ -418,7 +418,7 @@ def test_resuming_a_checkpoint_of_another_model_size_names_the_setting(tmp_path)
 
 
 def test_a_model_size_mismatch_is_summarised_not_listed():
-    from diffir.checkpoint import load_error_summary
+    from diffir.checkpoint import load_error_summary, load_strictly
     from diffir.model_config import build_from_config, model_config, model_preset
 
     tiny, small = (
@@ -437,6 +437,13 @@ def test_a_model_size_mismatch_is_summarised_not_listed():
     assert (
         f"(in all: {sizes} size mismatches, {missing} missing and {unexpected} unexpected tensors)" in summary
     )
+    # what every loader raises (the stage-1 hand-off, disc_ckpt=, model files): one line of the caller's error
+    with pytest.raises(RunSetupError) as raised:
+        load_strictly(
+            tiny, small.state_dict(), "the DIRformer of s1.ckpt does not fit model=tiny", RunSetupError
+        )
+    assert str(raised.value) == f"the DIRformer of s1.ckpt does not fit model=tiny: {summary}"
+    load_strictly(small, small.state_dict(), "unused", RunSetupError)  # a fitting state loads silently
 
 
 @pytest.mark.slow

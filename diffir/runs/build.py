@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ..baselines.lit import PixelDiffusionModule
-from ..checkpoint import CheckpointError, find_checkpoint, load_error_summary, load_model, read_checkpoint
+from ..checkpoint import CheckpointError, find_checkpoint, load_model, load_strictly, read_checkpoint
 from ..errors import RunSetupError
 from ..lit import Stage1Module, Stage2Module
 from ..metrics import MissingWeightsError
@@ -95,12 +95,9 @@ def load_discriminator(discriminator: torch.nn.Module, path: Path, task: str) ->
         if any(k.startswith(prefix) for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
             break
-    try:
-        discriminator.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise RunSetupError(
-            f"disc_ckpt={path} does not fit the configured discriminator: {load_error_summary(err)}"
-        ) from err
+    load_strictly(
+        discriminator, state, f"disc_ckpt={path} does not fit the configured discriminator", RunSetupError
+    )
     log.info("discriminator weights from %s", path)
 
 
@@ -258,22 +255,20 @@ def build_module(cfg: DictConfig) -> Stage1Module | Stage2Module:
     path = stage1_checkpoint(cfg)
     stage1 = load_trained(path, 1, config)
     if start is not None:
-        try:
-            net.load_state_dict(load_trained(start, 2, config).state_dict())
-        except RuntimeError as err:
-            raise RunSetupError(
-                f"the network of {start} does not fit model={cfg.model.preset}: use the stage-2 model settings. "
-                f"{load_error_summary(err)}"
-            ) from err
+        load_strictly(
+            net,
+            load_trained(start, 2, config).state_dict(),
+            f"the network of {start} does not fit model={cfg.model.preset}: use the stage-2 model settings",
+            RunSetupError,
+        )
         log.info("adversarial stage: network and EMA from %s, the teacher CPEN_S1 from %s", start, path)
     else:
-        try:
-            net.G.load_state_dict(stage1.G.state_dict())
-        except RuntimeError as err:
-            raise RunSetupError(
-                f"the DIRformer of {path} does not fit model={cfg.model.preset}: use the stage-1 model settings. "
-                + load_error_summary(err)
-            ) from err
+        load_strictly(
+            net.G,
+            stage1.G.state_dict(),
+            f"the DIRformer of {path} does not fit model={cfg.model.preset}: use the stage-1 model settings",
+            RunSetupError,
+        )
         log.info("stage 2: DIRformer and the teacher CPEN_S1 from %s", path)
     return Stage2Module(
         **common,
